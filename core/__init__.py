@@ -1,0 +1,1 @@
+"""The execution side: runs on the tuned bare-metal host."""

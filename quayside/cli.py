@@ -1,0 +1,35 @@
+"""The ``quayside`` command. Each capability registers its own subcommands; heavy imports
+(numba, the engine) happen inside the handlers, so ``--help`` is instant everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from quayside import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from quayside.core.feed import commands as feed_commands
+
+    parser = argparse.ArgumentParser(
+        prog="quayside",
+        description="Quayside: a trading stack for Interactive Brokers, engine on pinned cores, support in containers.",
+    )
+    parser.add_argument("--version", action="version", version=f"quayside {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    feed_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

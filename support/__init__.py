@@ -1,0 +1,1 @@
+"""Support services: run in containers, read the engine feed."""
