@@ -506,21 +506,34 @@ log_dtype = _record(
 SEGMENT_MAGIC = b"QSIDERNG"
 SEGMENT_LAYOUT_VERSION = 1
 SEGMENT_HEADER_SIZE = 512
+_SEGMENT_FIELDS = [
+    # static block, written once by the creator
+    ("magic", "S8", 0),
+    ("layout_version", "<u4", 8),
+    ("ring_type", "<u4", 12),
+    ("capacity", "<i8", 16),
+    ("record_size", "<u4", 24),
+    ("header_size", "<u4", 28),
+    ("ts_created", "<i8", 32),
+    ("creator_pid", "<i8", 40),
+    # producer block
+    ("producer_position", "<i8", 128),
+    ("producer_intent", "<i8", 136),
+    ("producer_heartbeat", "<i8", 144),
+    ("backpressure", "<i8", 152),
+    ("producer_closed", "<i8", 160),
+    ("cached_consumer_position", "<i8", 168),
+    ("records_offered", "<i8", 176),
+    # consumer block (command rings)
+    ("consumer_position", "<i8", 256),
+    ("consumer_heartbeat", "<i8", 264),
+    ("consumer_pid", "<i8", 272),
+]
 segment_header_dtype = np.dtype(
     {
-        "names": [
-            "magic", "layout_version", "ring_type", "capacity", "record_size", "header_size",
-            "ts_created", "creator_pid",
-            "producer_position", "producer_intent", "producer_heartbeat", "backpressure",
-            "producer_closed", "cached_consumer_position", "records_offered",
-            "consumer_position", "consumer_heartbeat", "consumer_pid",
-        ],
-        "formats": ["S8", "<u4", "<u4", "<i8", "<u4", "<u4", "<i8", "<i8"]
-        + ["<i8"] * 7
-        + ["<i8"] * 3,
-        "offsets": [0, 8, 12, 16, 24, 28, 32, 40]
-        + [128, 136, 144, 152, 160, 168, 176]
-        + [256, 264, 272],
+        "names": [f[0] for f in _SEGMENT_FIELDS],
+        "formats": [f[1] for f in _SEGMENT_FIELDS],
+        "offsets": [f[2] for f in _SEGMENT_FIELDS],
         "itemsize": SEGMENT_HEADER_SIZE,
     }
 )
@@ -646,7 +659,7 @@ def _type_name(dt: np.dtype) -> str:
 
 def _enum_table(title: str, enum: NamedTuple) -> list[str]:
     lines = [f"**{title}**: " + ", ".join(f"`{n}` = {v}" for n, v in zip(enum._fields, enum, strict=True))]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def markdown() -> str:
@@ -667,7 +680,7 @@ def markdown() -> str:
     ]
     for name, dt, kind in _DOC_ORDER:
         heading = f"## `{name}`" + (f" — kind {kind}" if kind is not None else " — any kind")
-        note = [f"The header (bytes 0–{HEADER_SIZE - 1}) as under `record`, then:", ""] if kind else []
+        note = [f"The header (bytes 0 to {HEADER_SIZE - 1}) as under `record`, then:", ""] if kind else []
         out += [heading, "", *note, "| offset | size | field | type | meaning |", "|---:|---:|---|---|---|"]
         for fname in dt.names:
             fdt, off = dt.fields[fname][:2]

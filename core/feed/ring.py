@@ -22,6 +22,7 @@ needs. Every record written through these classes gets ``seq`` = its ring positi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import NamedTuple
@@ -324,7 +325,5 @@ class CommandReader:
 def _unlink_quietly(path) -> None:
     from quayside.core.feed.segment import resolve
 
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(resolve(path))
-    except FileNotFoundError:
-        pass

@@ -12,6 +12,7 @@ read-only and cannot change anything the producer or other readers depend on.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import time
@@ -110,17 +111,14 @@ class Segment:
     def close(self) -> None:
         """Unmap. Arrays handed out earlier must not be used afterwards."""
         self.header = self.words = self.slots = self.slot_words = None  # type: ignore[assignment]
-        try:
+        # a caller may still hold a view: then the mapping goes when the last view does
+        with contextlib.suppress(BufferError):
             self._mm.close()
-        except BufferError:
-            pass  # a caller still holds a view; the mapping goes when the last view does
 
     def unlink(self) -> None:
         """Remove the file (the creator does this when the ring is retired)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 def _map(path: Path, fd: int, size: int, writable: bool) -> tuple[mmap.mmap, np.ndarray]:

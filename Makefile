@@ -1,0 +1,53 @@
+# The commands people type. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LOCK_FLAGS := --generate-hashes --no-emit-index-url --no-emit-find-links --python-version 3.11 --native-tls --quiet
+
+.PHONY: help setup demo test test-fast lint format bench lock docs clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv from the hashed lock file (runtime + dev tools)
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+demo: setup ## the main job on its built-in default: synthetic quotes through ring, reader, relay and UDP
+	$(BIN)/quayside feed demo
+
+test: setup ## lint, then every test (slow ones included, as CI runs them)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+test-fast: setup ## the tests not marked slow
+	$(BIN)/pytest -m "not slow"
+
+lint: setup ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup ## run the benchmarks: table on stdout, JSON in benchmarks/results/
+	$(BIN)/python -m benchmarks.feed
+
+docs: setup ## regenerate docs/wire-format.md from the dtypes
+	$(BIN)/python -m quayside.core.wire > docs/wire-format.md
+
+lock: ## re-lock dependencies with hashes (requirements.lock: runtime; requirements-dev.lock: + dev)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --group dev $(LOCK_FLAGS) -o requirements-dev.lock
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
