@@ -58,6 +58,10 @@ __all__ = [
     "DATAGRAM_MAGIC",
     "DATAGRAM_VERSION",
     "DATAGRAM_HEADER_SIZE",
+    "file_header_dtype",
+    "FILE_MAGIC",
+    "FILE_VERSION",
+    "FILE_HEADER_SIZE",
     "record_dtype",
     "quote_dtype",
     "trade_dtype",
@@ -580,6 +584,27 @@ _DOCS["datagram_header"] = {
     "ts_sent": "when the relay sent it, ns",
 }
 
+#: Start of every recorded feed file (``*.qsf``): this 64-byte header, then raw records.
+FILE_MAGIC = b"QSRECORD"
+FILE_VERSION = 1
+FILE_HEADER_SIZE = 64
+file_header_dtype = np.dtype(
+    {
+        "names": ["magic", "file_version", "record_size", "header_size", "ts_created", "source"],
+        "formats": ["S8", "<u4", "<u4", "<u4", "<i8", "S32"],
+        "offsets": [0, 8, 12, 16, 24, 32],
+        "itemsize": FILE_HEADER_SIZE,
+    }
+)
+_DOCS["file_header"] = {
+    "magic": 'the 8 ASCII bytes "QSRECORD"',
+    "file_version": "recording format version; readers refuse others",
+    "record_size": "bytes per record (64)",
+    "header_size": "bytes before the first record (64)",
+    "ts_created": "when the file was started, ns",
+    "source": "ASCII name of the writer (e.g. `recorder`, `replay`), NUL-padded",
+}
+
 DTYPES: dict[int, np.dtype] = {
     RecordKind.QUOTE: quote_dtype,
     RecordKind.TRADE: trade_dtype,
@@ -692,17 +717,23 @@ def markdown() -> str:
     out += [
         "## Containers",
         "",
-        "Records travel in two containers. A shared-memory ring is a file in `/dev/shm`: a",
+        "Records travel in three containers. A shared-memory ring is a file in `/dev/shm`: a",
         f"{SEGMENT_HEADER_SIZE}-byte segment header, then `capacity` slots of `record_size` bytes; the",
         "record at position `p` is in slot `p % capacity`. A UDP datagram is a",
-        f"{DATAGRAM_HEADER_SIZE}-byte datagram header followed by `count` records.",
+        f"{DATAGRAM_HEADER_SIZE}-byte datagram header followed by `count` records. A recorded feed file",
+        f"(`*.qsf`) is a {FILE_HEADER_SIZE}-byte file header followed by records, appended in feed order.",
         "",
     ]
-    for name, dt in [("segment_header", segment_header_dtype), ("datagram_header", datagram_header_dtype)]:
+    containers = [
+        ("segment_header", segment_header_dtype),
+        ("datagram_header", datagram_header_dtype),
+        ("file_header", file_header_dtype),
+    ]
+    for name, dt in containers:
         out += [f"### `{name}`", "", "| offset | size | field | type | meaning |", "|---:|---:|---|---|---|"]
         for fname in dt.names:
             fdt, off = dt.fields[fname][:2]
-            tname = "8 ASCII bytes" if fdt.kind == "S" else _type_name(fdt)
+            tname = f"{fdt.itemsize} ASCII bytes" if fdt.kind == "S" else _type_name(fdt)
             out.append(f"| {off} | {fdt.itemsize} | `{fname}` | {tname} | {_DOCS[name][fname]} |")
         out.append("")
     out += ["## Enumerations", ""]

@@ -1,0 +1,1 @@
+"""The execution engine: the numba hot loop on a pinned core."""

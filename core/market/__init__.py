@@ -1,0 +1,1 @@
+"""Market data sources that the project generates itself (the built-in synthetic market)."""

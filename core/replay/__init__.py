@@ -1,0 +1,1 @@
+"""Replay: backtests through the same kernels, loaders for recorded and historical data."""

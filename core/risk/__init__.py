@@ -1,0 +1,1 @@
+"""Pre-trade risk: the checks every order passes inside the engine."""

@@ -1,0 +1,1 @@
+"""Strategies: jitted code against the engine's strategy interface."""
