@@ -191,6 +191,8 @@ class _DenyReason(NamedTuple):
     RECONCILIATION_BREAK: int = 13
     INVALID_ORDER: int = 14
     OUTBOUND_FULL: int = 15
+    TOO_MANY_ORDERS: int = 16
+    UNKNOWN_FX_RATE: int = 17
 
 
 DenyReason = _DenyReason()
@@ -219,6 +221,7 @@ class _LimitId(NamedTuple):
     STALE_QUOTE_NS: int = 9
     FILL_LATCH_COUNT: int = 10
     FILL_LATCH_WINDOW_NS: int = 11
+    DUPLICATE_WINDOW_NS: int = 12
 
 
 LimitId = _LimitId()
@@ -264,6 +267,9 @@ class _LogCode(NamedTuple):
     BROKER_DISCONNECTED: int = 8
     BROKER_ERROR: int = 9
     RECONCILIATION_BREAK: int = 10
+    CONTROL_REJECTED: int = 11
+    FILL_LATCH_ENGAGED: int = 12
+    CONTROL_APPLIED: int = 13
 
 
 LogCode = _LogCode()
@@ -280,6 +286,9 @@ LOG_TEMPLATES: dict[int, str] = {
     LogCode.BROKER_DISCONNECTED: "broker disconnected (attempt {i0})",
     LogCode.BROKER_ERROR: "broker error {i0} for request {i1}",
     LogCode.RECONCILIATION_BREAK: "reconciliation break: engine {a0}, broker {a1}",
+    LogCode.CONTROL_REJECTED: "control command {i0} rejected: {i1} is out of range",
+    LogCode.FILL_LATCH_ENGAGED: "fill-count latch engaged after {i0} fills; a person must resume",
+    LogCode.CONTROL_APPLIED: "control command {i0} (id {i1}) applied",
 }
 
 
@@ -312,9 +321,11 @@ def _record(name: str, payload: list[tuple[str, str, str]]) -> np.dtype:
     fields = _HEADER + payload
     names, formats, offsets, docs = [], [], [], {}
     offset = 0
-    for fname, fmt, doc in fields:
+    for fname, fmt, doc, *shape in fields:
+        if shape:
+            fmt = (fmt, shape[0])
         size = np.dtype(fmt).itemsize
-        if np.dtype(fmt).kind != "V" and offset % size:
+        if offset % np.dtype(fmt).base.itemsize:
             raise AssertionError(f"{name}.{fname} at offset {offset} is not {size}-byte aligned")
         names.append(fname)
         formats.append(fmt)
@@ -323,11 +334,8 @@ def _record(name: str, payload: list[tuple[str, str, str]]) -> np.dtype:
         offset += size
     if offset > RECORD_SIZE:
         raise AssertionError(f"{name} needs {offset} bytes, more than {RECORD_SIZE}")
-    if offset < RECORD_SIZE:
-        names.append("_pad")
-        formats.append(f"V{RECORD_SIZE - offset}")
-        offsets.append(offset)
-        docs["_pad"] = "reserved, zero"
+    # bytes after the last field are padding: reserved, written as zero. They are not a field,
+    # because numba cannot compile records with opaque (void) fields.
     _DOCS[name] = docs
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": RECORD_SIZE})
 
@@ -342,7 +350,7 @@ header_dtype = np.dtype(
 )
 
 #: Any record, viewed as header + opaque payload: what rings and files store.
-record_dtype = _record("record", [("payload", "V40", "kind-specific payload")])
+record_dtype = _record("record", [("payload", "<u8", "kind-specific payload, 40 bytes", (5,))])
 
 _TS_RECV = ("ts_recv", "<i8", "when the gateway (or loader) received it, ns")
 
@@ -677,8 +685,9 @@ _TYPE_NAMES |= {"i4": "int32", "u8": "uint64", "i8": "int64", "f8": "float64"}
 
 
 def _type_name(dt: np.dtype) -> str:
-    if dt.kind == "V":
-        return f"{dt.itemsize} bytes"
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return f"{_TYPE_NAMES[f'{base.kind}{base.itemsize}']}[{shape[0]}]"
     return _TYPE_NAMES[f"{dt.kind}{dt.itemsize}"]
 
 
@@ -700,19 +709,23 @@ def markdown() -> str:
         "datagrams (after the datagram header, see `docs/architecture.md`) and in recorded files.",
         f"Format version: {FORMAT_VERSION}. Timestamps (`ts_*`) are int64 nanoseconds since the",
         "Unix epoch; `dt_*_ns` are stage durations in nanoseconds. Prices and quantities are",
-        "IEEE-754 doubles. Fields named `_pad` or `_res` are reserved and written as zero.",
+        "IEEE-754 doubles. Fields named `_res` and padding are reserved and written as zero.",
         "",
     ]
     for name, dt, kind in _DOC_ORDER:
         heading = f"## `{name}`" + (f" — kind {kind}" if kind is not None else " — any kind")
         note = [f"The header (bytes 0 to {HEADER_SIZE - 1}) as under `record`, then:", ""] if kind else []
         out += [heading, "", *note, "| offset | size | field | type | meaning |", "|---:|---:|---|---|---|"]
+        end = 0
         for fname in dt.names:
             fdt, off = dt.fields[fname][:2]
+            end = max(end, off + fdt.itemsize)
             if kind is not None and off < HEADER_SIZE:
                 continue  # the common header is shown once, under `record`
             doc = _DOCS[name][fname]
             out.append(f"| {off} | {fdt.itemsize} | `{fname}` | {_type_name(fdt)} | {doc} |")
+        if end < RECORD_SIZE:
+            out.append(f"| {end} | {RECORD_SIZE - end} | — | padding | reserved, zero |")
         out.append("")
     out += [
         "## Containers",
