@@ -18,7 +18,6 @@ Verbs, as Aeron and the Disruptor name them:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from quayside.core.feed.atomics import fence_acquire, fence_release, load_acquire, now_ns, store_release
 from quayside.core.feed.ring import RingResult
@@ -31,6 +30,7 @@ from quayside.core.feed.segment import (
     W_PRODUCER_POSITION,
     W_RECORDS_OFFERED,
 )
+from quayside.core.jit import kernel
 
 __all__ = [
     "reader_state",
@@ -70,7 +70,7 @@ def reader_state(position: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _copy_slots_in(slot_words, pos, src, lo, n):
     mask = slot_words.shape[0] - 1
     for i in range(n):
@@ -80,7 +80,7 @@ def _copy_slots_in(slot_words, pos, src, lo, n):
         slot_words[slot, SEQ_WORD] = pos + i
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _copy_slots_out(slot_words, pos, dst, n):
     mask = slot_words.shape[0] - 1
     for i in range(n):
@@ -92,13 +92,13 @@ def _copy_slots_out(slot_words, pos, dst, n):
 # --------------------------------------------------------------------------- feed ring
 
 
-@njit(cache=True)
+@kernel
 def feed_position_nb(words):
     """The producer's published position, as a reader sees it (an acquire load)."""
     return load_acquire(words, W_PRODUCER_POSITION)
 
 
-@njit(cache=True)
+@kernel
 def feed_claim_nb(words, n):
     """Claim positions ``[p, p+n)`` (never fails: the feed producer does not wait); returns p.
     Write the slots ``(p + i) & mask`` (stamp ``seq``), then ``feed_commit_nb(words, p + n)``."""
@@ -108,18 +108,18 @@ def feed_claim_nb(words, n):
     return pos
 
 
-@njit(cache=True)
+@kernel
 def feed_commit_nb(words, end):
     """Publish every claimed record below ``end``."""
     store_release(words, W_PRODUCER_POSITION, end)
 
 
-@njit(cache=True)
+@kernel
 def producer_heartbeat_nb(words):
     store_release(words, W_PRODUCER_HEARTBEAT, now_ns())
 
 
-@njit(cache=True)
+@kernel
 def feed_publish_nb(words, slot_words, src):
     """Publish every record of ``src`` ((n, 8) int64, n <= capacity); returns the first position."""
     n = src.shape[0]
@@ -129,7 +129,7 @@ def feed_publish_nb(words, slot_words, src):
     return pos
 
 
-@njit(cache=True)
+@kernel
 def feed_read_nb(words, slot_words, state, out):
     """Copy up to ``len(out)`` available records into ``out[:n]``; returns n (0 if none).
 
@@ -174,7 +174,7 @@ def feed_read_nb(words, slot_words, state, out):
 # --------------------------------------------------------------------------- command rings
 
 
-@njit(cache=True)
+@kernel
 def cmd_try_claim_nb(words, capacity, n):
     """Claim ``n`` slots; the first position, or ``BACK_PRESSURED`` (counted in the header)."""
     pos = words[W_PRODUCER_POSITION]
@@ -188,12 +188,12 @@ def cmd_try_claim_nb(words, capacity, n):
     return pos
 
 
-@njit(cache=True)
+@kernel
 def cmd_commit_nb(words, end):
     store_release(words, W_PRODUCER_POSITION, end)
 
 
-@njit(cache=True)
+@kernel
 def cmd_offer_nb(words, slot_words, src, lo, n):
     """Publish ``src[lo:lo+n]`` whole, or nothing: the first position, or ``BACK_PRESSURED``."""
     pos = cmd_try_claim_nb(words, slot_words.shape[0], n)
@@ -204,20 +204,20 @@ def cmd_offer_nb(words, slot_words, src, lo, n):
     return pos
 
 
-@njit(cache=True)
+@kernel
 def cmd_peek_nb(words):
     """``(position, available)``: the records the consumer may read in place."""
     pos = words[W_CONSUMER_POSITION]
     return pos, load_acquire(words, W_PRODUCER_POSITION) - pos
 
 
-@njit(cache=True)
+@kernel
 def cmd_release_nb(words, end):
     """Consume everything below ``end``; the producer may then reuse those slots."""
     store_release(words, W_CONSUMER_POSITION, end)
 
 
-@njit(cache=True)
+@kernel
 def cmd_poll_nb(words, slot_words, out):
     """Copy out and consume up to ``len(out)`` records; returns how many."""
     pos, available = cmd_peek_nb(words)

@@ -36,6 +36,7 @@ __all__ = [
     "Segment",
     "create_segment",
     "attach_segment",
+    "private_segment",
     "default_shm_dir",
     "W_PRODUCER_POSITION",
     "W_PRODUCER_INTENT",
@@ -186,6 +187,21 @@ def create_segment(path: str | os.PathLike, ring_type: int, capacity: int, *, ex
         raise
     os.unlink(tmp)
     return _views(path, ring_type, capacity, True, mm, raw)
+
+
+def private_segment(ring_type: int, capacity: int) -> Segment:
+    """A ring in this process's anonymous memory (no file): replay and tests use the same
+    kernels on it without touching /dev/shm."""
+    if capacity < 2 or capacity & (capacity - 1) or capacity > MAX_CAPACITY:
+        raise ValueError(f"ring capacity must be a power of two from 2 to {MAX_CAPACITY}, got {capacity}")
+    size = SEGMENT_HEADER_SIZE + capacity * RECORD_SIZE
+    mm = mmap.mmap(-1, size)
+    raw = np.frombuffer(mm, dtype=np.uint8)
+    hdr = raw[:SEGMENT_HEADER_SIZE].view(segment_header_dtype)
+    hdr["layout_version"], hdr["ring_type"], hdr["capacity"] = SEGMENT_LAYOUT_VERSION, ring_type, capacity
+    hdr["record_size"], hdr["header_size"], hdr["ts_created"] = RECORD_SIZE, SEGMENT_HEADER_SIZE, time.time_ns()
+    hdr["creator_pid"], hdr["magic"] = os.getpid(), SEGMENT_MAGIC
+    return _views(Path("<private>"), ring_type, capacity, True, mm, raw)
 
 
 def attach_segment(path: str | os.PathLike, ring_type: int, *, writable: bool) -> Segment:
