@@ -9,7 +9,7 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from quayside.core.feed import udp
+    from quayside.core.feed import demo, udp
 
     feed = sub.add_parser("feed", help="shared-memory rings and the UDP relay", description=__doc__)
     fsub = feed.add_subparsers(dest="feed_command", required=True, metavar="SUBCOMMAND")
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=udp.receive_main)
 
     p = fsub.add_parser("demo", help="synthetic quotes through a feed ring, a reader, the relay and a UDP receiver")
-    udp.add_demo_arguments(p)
-    p.set_defaults(func=udp.demo_main)
+    demo.add_demo_arguments(p)
+    p.set_defaults(func=demo.demo_main)
 
 
 def _inspect(args: argparse.Namespace) -> int:
