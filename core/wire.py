@@ -576,9 +576,9 @@ DATAGRAM_VERSION = 1
 DATAGRAM_HEADER_SIZE = 32
 datagram_header_dtype = np.dtype(
     {
-        "names": ["magic", "version", "record_size", "count", "stream_id", "first_seq", "ts_sent"],
-        "formats": ["<u4", "u1", "u1", "<u2", "<u4", "<u8", "<i8"],
-        "offsets": [0, 4, 5, 6, 8, 16, 24],
+        "names": ["magic", "version", "record_size", "count", "stream_id", "_res", "first_seq", "ts_sent"],
+        "formats": ["<u4", "u1", "u1", "<u2", "<u4", "<u4", "<u8", "<i8"],
+        "offsets": [0, 4, 5, 6, 8, 12, 16, 24],
         "itemsize": DATAGRAM_HEADER_SIZE,
     }
 )
@@ -586,9 +586,10 @@ _DOCS["datagram_header"] = {
     "magic": "0x51534431 (bytes `1DSQ` on the wire)",
     "version": "datagram format version",
     "record_size": "bytes per record (64)",
-    "count": "records in this datagram",
+    "count": "records in this datagram, 1 to 1023 (65,507-byte UDP payload limit)",
+    "_res": "reserved, zero",
     "stream_id": "sender's stream (one per feed ring and relay)",
-    "first_seq": "datagram sequence of the first record; the next datagram starts at first_seq + count",
+    "first_seq": "`seq` of the first record (its feed position); the records are consecutive",
     "ts_sent": "when the relay sent it, ns",
 }
 
@@ -644,6 +645,16 @@ def dtype_for(kind: int) -> np.dtype:
         raise WireFormatError(f"unknown record kind {int(kind)}") from None
 
 
+def _version_table() -> np.ndarray:
+    table = np.zeros((256, 256), dtype=bool)  # [kind, version] -> understood
+    for kind, newest in VERSIONS.items():
+        table[kind, 1 : newest + 1] = True
+    return table
+
+
+_UNDERSTOOD = _version_table()
+
+
 def validate(records: np.ndarray) -> np.ndarray:
     """A boolean mask of the records whose kind and version this build understands.
 
@@ -653,13 +664,7 @@ def validate(records: np.ndarray) -> np.ndarray:
     if records.dtype.itemsize != RECORD_SIZE:
         raise WireFormatError(f"records are {records.dtype.itemsize} bytes, expected {RECORD_SIZE}")
     raw = np.ascontiguousarray(records).view(np.uint8).reshape(-1, RECORD_SIZE)
-    kinds, versions = raw[:, 0], raw[:, 1]
-    known = np.zeros(256, dtype=bool)
-    newest = np.zeros(256, dtype=np.uint8)
-    for kind, version in VERSIONS.items():
-        known[kind] = True
-        newest[kind] = version
-    return known[kinds] & (versions >= 1) & (versions <= newest[kinds])
+    return _UNDERSTOOD[raw[:, 0], raw[:, 1]]
 
 
 # --------------------------------------------------------------------------- documentation

@@ -275,7 +275,7 @@ class UdpReceiver:
         if nbytes < DATAGRAM_HEADER_SIZE:
             self.truncated += 1
             return None
-        magic, version, record_size, count, stream_id, first, ts = self._hdr.item(0)
+        magic, version, record_size, count, stream_id, _res, first, ts = self._hdr.item(0)
         if (
             magic != DATAGRAM_MAGIC
             or version != DATAGRAM_VERSION
