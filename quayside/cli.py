@@ -10,7 +10,9 @@ from quayside import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quayside.core.engine import commands as engine_commands
     from quayside.core.feed import commands as feed_commands
+    from quayside.core.replay import commands as replay_commands
 
     parser = argparse.ArgumentParser(
         prog="quayside",
@@ -18,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"quayside {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    replay_commands.register(sub)
+    engine_commands.register(sub)
     feed_commands.register(sub)
     return parser
 
