@@ -158,7 +158,7 @@ def fill_nb(v, a, o, qty, price, t):
         return
     iid = o.instrument_id
     signed = qty if o.side == Side.BUY else -qty
-    fx = fx_rate_nb(a, iid)
+    fx = fx_rate_nb(a.static, a.inst, iid)
     if math.isnan(fx):
         fx = 1.0
     notional = qty * price * v.multiplier[iid] * fx
@@ -304,7 +304,7 @@ def market_event_nb(v, a, ev, row, t):
 
 
 @kernel
-def equity_nb(v, a):
+def equity_nb(v, static, inst):
     """Cash plus positions marked at mid, in the account currency."""
     total = 0.0
     for iid in range(1, v.book.shape[0]):
@@ -312,6 +312,6 @@ def equity_nb(v, a):
         pos = v.position[iid]
         if pos != 0.0:
             mid = 0.5 * (v.book[iid, B_BID] + v.book[iid, B_ASK])
-            fx = fx_rate_nb(a, iid)
+            fx = fx_rate_nb(static, inst, iid)
             total += pos * mid * v.multiplier[iid] * (1.0 if math.isnan(fx) else fx)
     return total

@@ -46,17 +46,17 @@ def limit_nb(a, iid, limit_id):
 
 
 @kernel
-def fx_rate_nb(a, iid):
+def fx_rate_nb(static, inst, iid):
     """Account-currency value of one unit of the instrument's currency; NaN if unknown."""
-    fx = a.static[iid].fx_instrument
+    fx = static[iid].fx_instrument
     if fx == 0:
         return 1.0
     if fx < 0:
-        return a.static[iid].fx_fallback
-    mid = 0.5 * (a.inst[fx].bid + a.inst[fx].ask)
+        return static[iid].fx_fallback
+    mid = 0.5 * (inst[fx].bid + inst[fx].ask)
     if math.isnan(mid) or mid <= 0.0:
-        return a.static[iid].fx_fallback
-    if a.static[iid].fx_invert:
+        return static[iid].fx_fallback
+    if static[iid].fx_invert:
         return 1.0 / mid
     return mid
 
@@ -141,7 +141,7 @@ def check_new_order_nb(a, iid, side, order_type, price, qty, now):
         notional_price = st.ask if side == Side.BUY else st.bid
         if math.isnan(notional_price):
             return DenyReason.STALE_MARKET_DATA, stale_ns
-    fx = fx_rate_nb(a, iid)
+    fx = fx_rate_nb(a.static, a.inst, iid)
     if math.isnan(fx):
         return DenyReason.UNKNOWN_FX_RATE, 0.0
     max_notional = limit_nb(a, iid, LimitId.MAX_ORDER_NOTIONAL)
