@@ -55,6 +55,7 @@ __all__ = [
 SEQ_WORD = 1
 WORDS = 8
 BACK_PRESSURED = RingResult.BACK_PRESSURED
+TOO_LARGE = RingResult.TOO_LARGE
 
 # Indices into a feed reader's state array.
 S_POSITION = 0
@@ -176,7 +177,10 @@ def feed_read_nb(words, slot_words, state, out):
 
 @kernel
 def cmd_try_claim_nb(words, capacity, n):
-    """Claim ``n`` slots; the first position, or ``BACK_PRESSURED`` (counted in the header)."""
+    """Claim ``n`` slots; the first position, ``BACK_PRESSURED`` (counted in the header), or
+    ``TOO_LARGE`` if ``n`` exceeds the capacity (retrying could never succeed)."""
+    if n > capacity:
+        return TOO_LARGE
     pos = words[W_PRODUCER_POSITION]
     words[W_RECORDS_OFFERED] += n
     if pos + n - words[W_CACHED_CONSUMER] > capacity:

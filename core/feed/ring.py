@@ -53,6 +53,7 @@ __all__ = ["RingResult", "FeedWriter", "FeedReader", "CommandWriter", "CommandRe
 class _RingResult(NamedTuple):
     BACK_PRESSURED: int = -2  # command ring full: nothing was written, try again later
     CLOSED: int = -3  # the producer closed the stream
+    TOO_LARGE: int = -4  # a batch larger than the ring: it can never fit, do not retry
 
 
 RingResult = _RingResult()
@@ -230,6 +231,7 @@ class CommandWriter:
     def __init__(self, path: str | os.PathLike, capacity: int = 1 << 12):
         self.segment = create_segment(path, RingType.COMMAND, capacity, exist_ok=True)
         self._words = self.segment.words
+        self._words[W_PRODUCER_CLOSED] = 0  # a restarted producer reopens the stream its predecessor closed
 
     @property
     def position(self) -> int:
