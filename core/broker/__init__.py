@@ -1,0 +1,1 @@
+"""Broker connectivity: the gateway process between IB (through ib_insync) and the engine's rings."""
