@@ -10,6 +10,7 @@ from quayside import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quayside.core.broker.sim import commands as simgateway_commands
     from quayside.core.engine import commands as engine_commands
     from quayside.core.feed import commands as feed_commands
     from quayside.core.replay import commands as replay_commands
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_commands.register(sub)
     engine_commands.register(sub)
+    simgateway_commands.register(sub)
     feed_commands.register(sub)
     return parser
 
