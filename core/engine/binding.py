@@ -8,7 +8,9 @@ argument at all. So each strategy gets its own copy of the kernel modules that c
 ``strategy-binding`` (and ``engine-binding``) are rewritten to import the chosen strategy (and
 the matching engine module). The copies are written once into the kernel cache folder, named by a
 hash of every source they depend on, so editing a strategy gives a fresh compile instead of a
-stale cache hit. The built-in crossover strategy uses the templates as they are.
+stale cache hit. The built-in crossover goes the same way: numba's own cache checks only the file
+that defines a kernel, so the templates' cache would keep serving code inlined from an older
+``risk/nb.py`` or ``replay/venue_nb.py`` after those files change.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from quayside.core.strategies.base import load_strategy_module
 
 __all__ = ["Kernels", "bind", "kernel_cache_dir"]
 
-_DEFAULT = "quayside.core.strategies.crossover"
 _TEMPLATES = {"engine": "quayside.core.engine.nb", "replay": "quayside.core.replay.nb"}
 # every module whose code the generated kernels inline, for the cache key
 _DEPENDENCIES = [
@@ -42,6 +43,9 @@ _DEPENDENCIES = [
     "quayside.core.feed.atomics",
     "quayside.core.feed.idle",
     "quayside.core.replay.venue_nb",
+    "quayside.core.replay.venue",  # index constants the venue kernels fold in
+    "quayside.core.feed.segment",  # ring header word indices
+    "quayside.core.jit",
 ]
 
 
@@ -64,10 +68,6 @@ def kernel_cache_dir() -> Path:
 def bind(strategy_ref: str) -> Kernels:
     """The kernels for strategy ``strategy_ref`` (built-in name, module path or ``.py`` file)."""
     strategy = load_strategy_module(strategy_ref)
-    if strategy.__name__ == _DEFAULT:
-        return Kernels(
-            strategy, importlib.import_module(_TEMPLATES["engine"]), importlib.import_module(_TEMPLATES["replay"])
-        )
     key = hashlib.sha256()
     for part in (__version__, numba.__version__, inspect.getsource(strategy)):
         key.update(part.encode())

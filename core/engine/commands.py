@@ -115,12 +115,20 @@ def _control(args: argparse.Namespace) -> int:
             )
             return 2
         rec["limit_id"], rec["value"] = getattr(wire.LimitId, name), args.value
-    from quayside.core.feed.segment import resolve
+    from quayside.core.feed.segment import RingLayoutError, RingType, attach_segment, resolve
 
-    if not resolve(args.ring).exists():
-        print(f"quayside control: no control ring at {resolve(args.ring)} (is the engine running?)", file=sys.stderr)
+    path = resolve(args.ring)
+    if not path.exists():
+        print(f"quayside control: no control ring at {path} (is the engine running?)", file=sys.stderr)
         return 2
-    writer = CommandWriter(args.ring)
+    try:  # attach with the capacity the engine gave the ring, whatever it is
+        seg = attach_segment(path, RingType.COMMAND, writable=False)
+    except RingLayoutError as exc:
+        print(f"quayside control: {exc}", file=sys.stderr)
+        return 2
+    capacity = seg.capacity
+    seg.close()
+    writer = CommandWriter(path, capacity)
     try:
         if writer.offer(rec) == RingResult.BACK_PRESSURED:
             print("quayside control: the control ring is full (is the engine running?)", file=sys.stderr)

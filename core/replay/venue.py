@@ -10,7 +10,8 @@ the venue produced it. Fill model:
 * a non-marketable IOC order is cancelled on arrival; a DAY/GTC limit rests;
 * a resting order fills at its own price when the market trades through it (a trade strictly
   beyond its price), or, with ``fill_on_quote_cross``, when the opposite quote moves strictly
-  beyond it;
+  beyond it. Prices within a relative 1e-9 of each other count as equal (``venue_nb.PRICE_EPS``):
+  binary noise such as ``9999 * 0.01 == 99.99000000000001`` does not put one price beyond another;
 * commissions: ``commission_bps`` of notional plus ``commission_per_unit``, at least
   ``commission_min`` per fill, in the account currency.
 

@@ -36,6 +36,17 @@ from quayside.core.risk.nb import fx_rate_nb
 from quayside.core.wire import FORMAT_VERSION, Flag, OrderStatus, OrderType, RecordKind, Side, TimeInForce
 
 INT64_MAX = 9_223_372_036_854_775_807
+# Prices closer than this (relative) are the same price: a strategy's ``k * tick`` is often an
+# ulp off the data's decimal price (``9999 * 0.01 == 99.99000000000001``), and that noise must
+# not turn a trade *at* a resting order's price into one *through* it, nor a limit at the touch
+# into a non-marketable one. Far below any real tick.
+PRICE_EPS = 1e-9
+
+
+@kernel(inline="always")
+def above_nb(x, y):
+    """``x`` is strictly above ``y`` by more than floating-point noise."""
+    return x - y > PRICE_EPS * abs(y)
 
 
 # --------------------------------------------------------------------------- heap and pool
@@ -240,7 +251,7 @@ def order_arrives_nb(v, a, ref, t):
         _status(v, o, OrderStatus.REJECTED, t)
         return
     marketable = o.order_type == OrderType.MARKET or (
-        (o.side == Side.BUY and o.price >= touch) or (o.side == Side.SELL and o.price <= touch)
+        (o.side == Side.BUY and not above_nb(touch, o.price)) or (o.side == Side.SELL and not above_nb(o.price, touch))
     )
     if marketable:
         qty = o.quantity
@@ -293,9 +304,9 @@ def market_event_nb(v, a, ev, row, t):
         o = v.orders[v.resting[k]]
         if o.instrument_id == iid:
             if kind == RecordKind.TRADE:
-                through = trade_px < o.price if o.side == Side.BUY else trade_px > o.price
+                through = above_nb(o.price, trade_px) if o.side == Side.BUY else above_nb(trade_px, o.price)
             else:
-                through = b[B_ASK] < o.price if o.side == Side.BUY else b[B_BID] > o.price
+                through = above_nb(o.price, b[B_ASK]) if o.side == Side.BUY else above_nb(b[B_BID], o.price)
             if through:
                 fill_nb(v, a, o, o.quantity - o.filled, o.price, t)
                 _finish(v, o, OrderStatus.FILLED, t)
