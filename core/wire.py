@@ -204,6 +204,11 @@ class _ControlCommand(NamedTuple):
     REDUCE_ONLY: int = 3  # only orders that reduce the position
     SET_LIMIT: int = 4  # limit ``limit_id`` := ``value``
     CANCEL_ALL: int = 5  # cancel working orders in scope, keep the trading state
+    # sent by the broker gateway through the inbound ring:
+    BLOCK: int = 6  # reconciliation break: no new orders for the instrument(s) until UNBLOCK
+    UNBLOCK: int = 7
+    MARK_STALE: int = 8  # market data lost (1100, 2103): no new orders until MARK_FRESH or a fresh quote
+    MARK_FRESH: int = 9
 
 
 ControlCommand = _ControlCommand()

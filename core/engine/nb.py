@@ -316,12 +316,15 @@ def handle_fill_nb(a, r, inb, row, ts_seen):
     apply_fill_nb(st, f.quantity, f.price)
     slot = a.orders[f.order_id % ORDER_CAPACITY]
     if slot.order_id == f.order_id and slot.status != SlotStatus.FREE:
-        done = abs(f.quantity)
-        slot.filled += done
+        # working shrinks by what this order still had open, never more: an over-fill (say a
+        # duplicated execution report) must not eat the working quantity of other orders
+        done = min(abs(f.quantity), max(slot.quantity - slot.filled, 0.0))
+        slot.filled += abs(f.quantity)
+        owner = a.inst[slot.instrument_id]  # working quantity belongs to the order's instrument
         if slot.side == Side.BUY:
-            st.working_buy = max(st.working_buy - done, 0.0)
+            owner.working_buy = max(owner.working_buy - done, 0.0)
         else:
-            st.working_sell = max(st.working_sell - done, 0.0)
+            owner.working_sell = max(owner.working_sell - done, 0.0)
         if slot.filled >= slot.quantity - 1e-12:
             _release_slot(a, slot)
     publish_position_nb(a, r, iid, ts_seen)
@@ -394,6 +397,20 @@ def handle_control_nb(a, r, inb, row, now):
         a.limits[iid, lid] = c.value
         log_nb(a, r, LogCode.LIMIT_CHANGED, LogLevel.WARNING, iid, now, lid, c.command_id, old, c.value)
         return
+    elif cmd == ControlCommand.BLOCK or cmd == ControlCommand.UNBLOCK:
+        flag = 1 if cmd == ControlCommand.BLOCK else 0
+        if iid == 0:
+            for k in range(1, a.inst.shape[0]):
+                a.inst[k].blocked = flag
+        else:
+            a.inst[iid].blocked = flag
+    elif cmd == ControlCommand.MARK_STALE or cmd == ControlCommand.MARK_FRESH:
+        flag = 1 if cmd == ControlCommand.MARK_STALE else 0
+        if iid == 0:
+            for k in range(1, a.inst.shape[0]):
+                a.inst[k].stale = flag
+        else:
+            a.inst[iid].stale = flag
     else:
         log_nb(a, r, LogCode.CONTROL_REJECTED, LogLevel.ERROR, iid, now, cmd, cmd, 0.0, 0.0)
         return

@@ -50,9 +50,11 @@ __all__ = [
 ORDER_CAPACITY = 1024  # working orders at once (direct-mapped by order id)
 WINDOW_CAPACITY = 512  # longest rolling window of messages or fills the limits may ask for
 MAX_INTENTS = 16  # order intents a strategy may return from one call
-RECENT_CAPACITY = 16  # orders remembered by the duplicate-order guard
-# columns of ``recent``
-R_INSTRUMENT, R_SIDE, R_PRICE, R_QTY, R_TS = range(5)
+RECENT_CAPACITY = 64  # orders remembered by the duplicate-order guard (the message rate keeps
+# far fewer than this inside any realistic duplicate window)
+# columns of ``recent`` (int64: instrument, side, time) and ``recent_px`` (float64: price, quantity)
+R_INSTRUMENT, R_SIDE, R_TS = range(3)
+R_PRICE, R_QTY = range(2)
 N_LIMITS = max(wire.LimitId) + 1
 
 
@@ -185,6 +187,7 @@ class EngineArrays(NamedTuple):
     msg_times: np.ndarray
     fill_times: np.ndarray
     recent: np.ndarray
+    recent_px: np.ndarray
     params: np.ndarray
     sstate: np.ndarray
     intents: np.ndarray
@@ -295,7 +298,8 @@ def allocate(
         orders=np.zeros(ORDER_CAPACITY, dtype=order_slot_dtype),
         msg_times=np.zeros(WINDOW_CAPACITY, dtype=np.int64),
         fill_times=np.zeros(WINDOW_CAPACITY, dtype=np.int64),
-        recent=np.full((RECENT_CAPACITY, 5), np.nan),
+        recent=np.zeros((RECENT_CAPACITY, 3), dtype=np.int64),
+        recent_px=np.full((RECENT_CAPACITY, 2), np.nan),
         params=np.ascontiguousarray(params, dtype=np.float64),
         sstate=np.zeros((size, max(state_width, 1)), dtype=np.float64),
         intents=np.zeros(MAX_INTENTS, dtype=intent_dtype),

@@ -54,7 +54,7 @@ def fx_rate_nb(static, inst, iid):
     if fx < 0:
         return static[iid].fx_fallback
     mid = 0.5 * (inst[fx].bid + inst[fx].ask)
-    if math.isnan(mid) or mid <= 0.0:
+    if not (0.0 < mid < math.inf):  # no quote, or not a price (an infinite mid would give rate 0)
         return static[iid].fx_fallback
     if static[iid].fx_invert:
         return 1.0 / mid
@@ -91,25 +91,30 @@ def _rate_exceeded(times, head, count, max_n, window, now):
 def check_new_order_nb(a, iid, side, order_type, price, qty, now):
     """``(reason, limit)`` for a new order; reason 0 if every control passes."""
     eng = a.engine[0]
-    # trading state first: a halted engine says so whatever else is wrong
-    state = effective_state_nb(a, iid)
+    known = 0 < iid < a.static.shape[0]
+    # trading state first: a halted engine says so whatever else is wrong (an id out of range
+    # has no row to read: only the global state applies)
+    state = effective_state_nb(a, iid) if known else eng.trading_state
     if state == TradingState.HALTED:
         return DenyReason.TRADING_HALTED, 0.0
     if eng.latched:
         return DenyReason.FILL_LATCH, limit_nb(a, 0, LimitId.FILL_LATCH_COUNT)
-    if iid <= 0 or iid >= a.static.shape[0] or not a.static[iid].known:
+    if not known or not a.static[iid].known:
         return DenyReason.INSTRUMENT_NOT_ALLOWED, 0.0
     if not a.static[iid].allowed:
         return DenyReason.INSTRUMENT_NOT_ALLOWED, 0.0
     is_limit = order_type == OrderType.LIMIT
     if not (qty > 0.0) or (side != Side.BUY and side != Side.SELL):
         return DenyReason.INVALID_ORDER, 0.0
-    if is_limit and not (price > 0.0):
+    if is_limit and not (0.0 < price < math.inf):
         return DenyReason.INVALID_ORDER, 0.0
     if order_type != OrderType.LIMIT and order_type != OrderType.MARKET:
         return DenyReason.INVALID_ORDER, 0.0
     lot = a.static[iid].lot_size
-    if abs(qty / lot - round(qty / lot)) > 1e-9:
+    lots = qty / lot
+    # a whole number of lots and at least one: a tiny positive quantity is zero lots (and the
+    # upper bound keeps round()'s conversion to int64 defined)
+    if not (1.0 - 1e-9 <= lots < 9.0e18) or abs(lots - round(lots)) > 1e-9:
         return DenyReason.INVALID_ORDER, lot
     st = a.inst[iid]
     if a.inst[iid].blocked:
@@ -127,7 +132,7 @@ def check_new_order_nb(a, iid, side, order_type, price, qty, now):
     if qty > max_qty:
         return DenyReason.MAX_ORDER_QTY, max_qty
     ref = reference_price_nb(a, iid)
-    if math.isnan(ref) or ref <= 0.0:
+    if not (0.0 < ref < math.inf):  # an infinite reference would put every price inside the collar
         return DenyReason.STALE_MARKET_DATA, stale_ns
     if is_limit:
         pct = limit_nb(a, iid, LimitId.PRICE_COLLAR_PCT)
@@ -139,7 +144,7 @@ def check_new_order_nb(a, iid, side, order_type, price, qty, now):
         notional_price = price
     else:
         notional_price = st.ask if side == Side.BUY else st.bid
-        if math.isnan(notional_price):
+        if not (0.0 < notional_price < math.inf):  # no touch (IB sends -1): nothing to value it at
             return DenyReason.STALE_MARKET_DATA, stale_ns
     fx = fx_rate_nb(a.static, a.inst, iid)
     if math.isnan(fx):
@@ -158,12 +163,13 @@ def check_new_order_nb(a, iid, side, order_type, price, qty, now):
     window = limit_nb(a, 0, LimitId.DUPLICATE_WINDOW_NS)
     for k in range(RECENT_CAPACITY):
         r = a.recent[k]
+        px = a.recent_px[k]
         if (
             r[R_INSTRUMENT] == iid
             and r[R_SIDE] == side
-            and r[R_QTY] == qty
-            and (r[R_PRICE] == price or (math.isnan(price) and math.isnan(r[R_PRICE])))
             and now - r[R_TS] < window
+            and px[R_QTY] == qty
+            and (px[R_PRICE] == price or (math.isnan(price) and math.isnan(px[R_PRICE])))
         ):
             return DenyReason.DUPLICATE_ORDER, window
     max_msgs = limit_nb(a, 0, LimitId.MAX_MESSAGES_PER_WINDOW)
@@ -189,9 +195,9 @@ def record_order_nb(a, iid, side, price, qty, now):
     k = eng.recent_head % RECENT_CAPACITY
     a.recent[k, R_INSTRUMENT] = iid
     a.recent[k, R_SIDE] = side
-    a.recent[k, R_PRICE] = price
-    a.recent[k, R_QTY] = qty
-    a.recent[k, R_TS] = now
+    a.recent[k, R_TS] = now  # int64: exact to the nanosecond
+    a.recent_px[k, R_PRICE] = price
+    a.recent_px[k, R_QTY] = qty
     eng.recent_head += 1
     record_message_nb(a, now)
 
