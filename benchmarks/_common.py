@@ -1,0 +1,370 @@
+"""What every benchmark shares: child processes pinned to a CPU, cleanup of shared-memory
+segments and processes (also on Ctrl-C), latency statistics, machine facts, the table."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CPU_A",
+    "CPU_B",
+    "ChildError",
+    "Child",
+    "Workspace",
+    "pin",
+    "OnCpu",
+    "PREEMPTED",
+    "best_attempt",
+    "cpu_busy",
+    "latency_stats",
+    "machine_info",
+    "format_table",
+    "jsonable",
+]
+
+CPU_A = 0  # the producer / initiator
+CPU_B = 1  # the reader(s) / echo side
+
+
+class ChildError(RuntimeError):
+    """A benchmark child process failed, died or timed out."""
+
+
+def pin(cpu: int | None) -> bool:
+    """Pin the calling process to ``cpu``; False (and unpinned) if that is not possible."""
+    if cpu is None:
+        return False
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError):
+        return False
+    return os.sched_getaffinity(0) == {cpu}
+
+
+class OnCpu:
+    """How much of a stretch of wall time this process actually ran, and how long it sat
+    runnable in the run queue while something else ran on its CPU (``/proc/self/schedstat``;
+    ``getrusage`` where that is missing). A busy-polling process alone on its core runs ~100 %."""
+
+    def __init__(self):
+        self._r0, self._s0, self._t0 = resource.getrusage(resource.RUSAGE_SELF), _schedstat(), time.perf_counter()
+
+    def result(self) -> dict:
+        r1, s1, wall = resource.getrusage(resource.RUSAGE_SELF), _schedstat(), time.perf_counter() - self._t0
+        if self._s0 and s1:
+            ran, waited = (s1[0] - self._s0[0]) / 1e9, (s1[1] - self._s0[1]) / 1e9
+        else:
+            ran, waited = (r1.ru_utime + r1.ru_stime) - (self._r0.ru_utime + self._r0.ru_stime), None
+        return {
+            "wall_s": round(wall, 4),
+            "ran_s": round(ran, 4),
+            "waited_runnable_s": None if waited is None else round(waited, 4),
+            "on_cpu": round(ran / wall, 3) if wall > 0 else None,
+            "involuntary_switches": r1.ru_nivcsw - self._r0.ru_nivcsw,
+        }
+
+
+#: A run whose processes lost more than this share of their time to other processes on the
+#: same CPU is "disturbed": a target it misses is inconclusive rather than failed.
+PREEMPTED = 0.1
+
+
+def best_attempt(fn, ok, preempted, retries: int, summary) -> dict:
+    """Run ``fn()`` until ``ok(result)`` or an undisturbed attempt, at most ``1 + retries`` times.
+
+    Returns the attempt that met the target if one did (other processes taking CPU time can
+    only lower a rate or add loss, never help, so a pass under disturbance is still a pass),
+    otherwise the least disturbed one, not the best-looking one. Every attempt's ``summary``
+    goes into ``result["attempts"]``."""
+    tries = []
+    for _ in range(1 + retries):
+        r = fn()
+        r["preempted"] = preempted(r)
+        tries.append(r)
+        if ok(r) or r["preempted"] <= PREEMPTED:
+            break
+    best = tries[-1] if ok(tries[-1]) else min(tries, key=lambda r: r["preempted"])
+    best["attempts"] = [summary(t) | {"preempted": t["preempted"], "chosen": t is best} for t in tries]
+    return best
+
+
+def _schedstat() -> tuple[int, int] | None:
+    """(ns on the CPU, ns runnable but waiting for it) of the calling process."""
+    text = _read("/proc/self/schedstat")
+    try:
+        ran, waited, _ = text.split()
+        return int(ran), int(waited)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _cpu_times() -> dict[int, tuple[int, int]]:
+    out = {}
+    for line in (_read("/proc/stat") or "").splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            v = [int(x) for x in fields]
+            out[int(name[3:])] = (sum(v), v[3] + v[4])  # total, idle + iowait
+    return out
+
+
+def cpu_busy(seconds: float = 0.3) -> dict[str, float]:
+    """The share of each CPU that was busy over ``seconds`` (``/proc/stat``): measured between
+    benchmarks, while this run is idle, it is the load from everything else."""
+    a = _cpu_times()
+    time.sleep(seconds)
+    b = _cpu_times()
+    out = {}
+    for cpu in sorted(set(a) & set(b)):
+        total = b[cpu][0] - a[cpu][0]
+        idle = b[cpu][1] - a[cpu][1]
+        out[f"cpu{cpu}"] = round(1 - idle / total, 3) if total > 0 else None
+    return out
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child_main(conn, parent: int, cpu: int | None, target, args) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        target(conn, pin(cpu), *args)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+class Child:
+    """A forked process running ``target(conn, pinned, *args)`` on ``cpu``.
+
+    Forked, not spawned: it inherits the parent's already compiled numba kernels. It talks to
+    the parent over ``conn``; a message ``{"error": ...}`` is raised here as :class:`ChildError`.
+    """
+
+    def __init__(self, ws: Workspace, name: str, cpu: int | None, target, *args):
+        ctx = mp.get_context("fork")
+        self.name = name
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_child_main, args=(child_conn, os.getpid(), cpu, target, args), name=name, daemon=True
+        )
+        ws.children.append(self)
+        self.proc.start()
+        child_conn.close()
+
+    def send(self, msg) -> None:
+        self.conn.send(msg)
+
+    def recv(self, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.conn.poll(0.05):
+                try:
+                    msg = self.conn.recv()
+                except EOFError:
+                    raise ChildError(f"{self.name} exited (code {self._exitcode()}) without a result") from None
+                if isinstance(msg, dict) and "error" in msg:
+                    raise ChildError(f"{self.name} failed:\n{msg['error']}")
+                return msg
+            if not self.proc.is_alive() and not self.conn.poll(0):
+                raise ChildError(f"{self.name} exited (code {self._exitcode()}) without a result")
+            if time.monotonic() > deadline:
+                raise ChildError(f"{self.name} gave no answer within {timeout:.0f} s")
+
+    def _exitcode(self):
+        self.proc.join(0.1)
+        return self.proc.exitcode
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Wait briefly for a clean exit, then kill."""
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+class Workspace:
+    """Owns everything a run creates: a private folder in the shm directory for ring segments,
+    a temporary folder (C binary, samples), and the child processes. ``close`` removes them
+    all, whatever happened; SIGTERM is turned into an exception so that ``finally`` runs."""
+
+    def __init__(self):
+        from quayside.core.feed.segment import default_shm_dir
+
+        self.shm = default_shm_dir() / f"quayside-bench-{os.getpid()}"
+        self.shm.mkdir(mode=0o700)
+        self.tmp = Path(tempfile.mkdtemp(prefix="quayside-bench-"))
+        self.children: list[Child] = []
+        self._rings = 0
+        self._old_term = signal.signal(signal.SIGTERM, self._on_term)
+
+    @staticmethod
+    def _on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def ring(self, name: str) -> str:
+        """A fresh path for a segment (never one used before in this run: a killed producer
+        may have left its file behind)."""
+        self._rings += 1
+        return str(self.shm / f"{name}-{self._rings}")
+
+    def reap(self) -> None:
+        """Kill any child still running (after a benchmark, or on failure)."""
+        for child in self.children:
+            if child.proc.is_alive():
+                child.proc.kill()
+            child.proc.join(5)
+            child.conn.close()
+        self.children.clear()
+
+    def close(self) -> None:
+        self.reap()
+        shutil.rmtree(self.shm, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, self._old_term)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def latency_stats(samples_ns: np.ndarray) -> dict:
+    """Percentiles of round-trip samples in ns (nearest-rank: every figure is a real sample)."""
+    s = np.asarray(samples_ns, dtype=np.int64)
+    p = np.percentile(s, [50, 90, 99, 99.9, 99.99], method="inverted_cdf")
+    return {
+        "n": int(s.size),
+        "min_ns": int(s.min()),
+        "p50_ns": int(p[0]),
+        "p90_ns": int(p[1]),
+        "p99_ns": int(p[2]),
+        "p99_9_ns": int(p[3]),
+        "p99_99_ns": int(p[4]),
+        "max_ns": int(s.max()),
+        "mean_ns": float(s.mean()),
+        "over_10us": int((s > 10_000).sum()),
+    }
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def machine_info(repo: Path) -> dict:
+    import numba
+
+    model = None
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    isolated = _read("/sys/devices/system/cpu/isolated")
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo)
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpus_allowed": sorted(os.sched_getaffinity(0)),
+        "isolated_cpus": isolated or "",
+        "cores_isolated": bool(isolated),
+        "clocksource": _read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        "kernel": platform.release(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "gcc": (_run(["gcc", "-dumpfullversion"]) or None),
+        "git_commit": _run(["git", "rev-parse", "HEAD"], repo),
+        "git_dirty": None if status is None else bool(status),
+        "executable_is_venv": sys.prefix != sys.base_prefix,
+    }
+
+
+def _us(ns) -> str:
+    return "" if ns is None else f"{ns / 1000:.3f}"
+
+
+def _rate(r) -> str:
+    return "" if r is None else f"{r / 1e6:.2f}M"
+
+
+def format_table(rows: list[dict]) -> str:
+    """One line per measurement: latency percentiles in µs, rate in records/s, loss, the share of
+    the run's CPU time that other processes took ("others"), and the comparison (ratio to the C
+    floor or to a target) with its verdict."""
+    head = ["benchmark", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "records/s", "lost", "others", "vs", "verdict"]
+    body = []
+    for r in rows:
+        lat = r.get("latency") or {}
+        body.append(
+            [
+                r["name"],
+                _us(lat.get("p50_ns")),
+                _us(lat.get("p99_ns")),
+                _us(lat.get("p99_9_ns")),
+                _us(lat.get("max_ns")),
+                _rate(r.get("records_per_s")),
+                "" if r.get("lost") is None else str(r["lost"]),
+                "" if r.get("preempted") is None else f"{r['preempted']:.0%}",
+                r.get("compare", ""),
+                r.get("verdict", ""),
+            ]
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    right = {1, 2, 3, 4, 5, 6, 7}
+
+    def line(cells):
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(head), sep, *(line(b) for b in body)])
+
+
+def jsonable(obj):
+    """``json.dumps(default=...)`` for numpy scalars and arrays."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
