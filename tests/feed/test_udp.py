@@ -527,3 +527,19 @@ def test_demo_prints_a_table(shm_dir):
     for stage in ("producer", "reader", "relay", "receiver"):
         assert f"  {stage} " in done.stdout
     assert list(shm_dir.iterdir()) == []
+
+
+def test_sender_header_struct_matches_the_wire_dtype():
+    from quayside.core.feed.udp import _HEADER
+    from quayside.core.wire import datagram_header_dtype
+
+    packed = _HEADER.pack(0x51534431, 1, 64, 22, 7, 0, 123456789, -5)
+    assert _HEADER.size == datagram_header_dtype.itemsize
+    hdr = np.frombuffer(packed, datagram_header_dtype)[0]
+    assert (hdr["magic"], hdr["count"], hdr["stream_id"], hdr["first_seq"], hdr["ts_sent"]) == (
+        0x51534431,
+        22,
+        7,
+        123456789,
+        -5,
+    )
