@@ -128,7 +128,7 @@ def _control(args: argparse.Namespace) -> int:
         return 2
     capacity = seg.capacity
     seg.close()
-    writer = CommandWriter(path, capacity)
+    writer = CommandWriter(path, capacity, shared=True)
     try:
         if writer.offer(rec) == RingResult.BACK_PRESSURED:
             print("quayside control: the control ring is full (is the engine running?)", file=sys.stderr)

@@ -23,6 +23,7 @@ needs. Every record written through these classes gets ``seq`` = its ring positi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from typing import NamedTuple
@@ -226,12 +227,20 @@ class CommandWriter:
 
     The ring is created by whichever side starts first and attached by the other; a restarted
     producer or consumer continues from the positions in the segment, so nothing is lost.
+
+    ``shared=True`` makes this one of several producers of the same ring (the control ring:
+    dashboard, risk monitor, operator CLI): each offer then holds an exclusive ``flock`` on the
+    segment file, so producers take turns and the consumer still sees a single producer. The
+    kernel drops the lock if a producer dies holding it. Not for the hot path: a lock costs
+    microseconds, which is nothing for a control command.
     """
 
-    def __init__(self, path: str | os.PathLike, capacity: int = 1 << 12):
+    def __init__(self, path: str | os.PathLike, capacity: int = 1 << 12, *, shared: bool = False):
         self.segment = create_segment(path, RingType.COMMAND, capacity, exist_ok=True)
         self._words = self.segment.words
-        self._words[W_PRODUCER_CLOSED] = 0  # a restarted producer reopens the stream its predecessor closed
+        self._lock_fd = os.open(self.segment.path, os.O_RDONLY) if shared else None
+        if not shared:
+            self._words[W_PRODUCER_CLOSED] = 0  # a restarted producer reopens the stream its predecessor closed
 
     @property
     def position(self) -> int:
@@ -244,6 +253,15 @@ class CommandWriter:
 
     def offer(self, records: np.ndarray) -> int:
         """Publish the whole batch, or nothing: its first position, or ``BACK_PRESSURED``."""
+        if self._lock_fd is None:
+            return self._offer(records)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            return self._offer(records)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _offer(self, records: np.ndarray) -> int:
         records = _as_records(records)
         words, cap, n = self._words, self.segment.capacity, len(records)
         if n > cap:
@@ -262,7 +280,10 @@ class CommandWriter:
 
     def close(self) -> None:
         if self._words is not None:
-            self._words[W_PRODUCER_CLOSED] = 1
+            if self._lock_fd is None:
+                self._words[W_PRODUCER_CLOSED] = 1  # a shared producer never closes the stream
+            else:
+                os.close(self._lock_fd)
             self._words = None
             self.segment.close()
 
