@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from quayside.core.engine import commands as engine_commands
     from quayside.core.feed import commands as feed_commands
     from quayside.core.replay import commands as replay_commands
+    from quayside.support import commands as support_commands
 
     parser = argparse.ArgumentParser(
         prog="quayside",
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_commands.register(sub)
     engine_commands.register(sub)
     simgateway_commands.register(sub)
+    support_commands.register(sub)
     feed_commands.register(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""What every support service shares: settings, logging, the feed source, the HTTP face."""

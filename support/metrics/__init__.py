@@ -1,0 +1,1 @@
+"""Metrics exporter: the engine's statistics and latency histograms as Prometheus metrics."""
