@@ -22,6 +22,24 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def docker_available() -> bool:
+    """A Docker engine answers on DOCKER_HOST (CI starts one with .ci/docker.sh)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The DOCKER_HOST of a running engine with the base image; skips (or fails under
+    QUAYSIDE_REQUIRE_ALL=1) without one. Start one with `bash .ci/docker.sh`."""
+    require(docker_available(), "no Docker engine (run `bash .ci/docker.sh` and export its DOCKER_HOST)")
+    return os.environ.get("DOCKER_HOST", "")
+
+
 @pytest.fixture
 def shm_dir(tmp_path_factory) -> Path:
     """A private folder in /dev/shm for this test's ring segments, removed afterwards."""
