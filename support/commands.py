@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 # name -> "module:Class"; each class is a quayside.support.common.service.Service
-SERVICES: dict[str, tuple[str, str]] = {}
+SERVICES: dict[str, tuple[str, str]] = {
+    "pnl": ("quayside.support.pnl.service:PnlService", "average-cost P&L per instrument, strategy and total"),
+    "risk": ("quayside.support.risk.service:RiskService", "risk monitor: exposure, limits, drawdown, watchdogs"),
+    "recorder": (
+        "quayside.support.recorder.service:RecorderService",
+        "every feed record to daily files; JSON log events",
+    ),
+    "metrics": (
+        "quayside.support.metrics.service:MetricsService",
+        "Prometheus exporter of engine statistics and latencies",
+    ),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

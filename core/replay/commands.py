@@ -72,7 +72,12 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = load_toml_config(args.config, ReplayConfig) if args.config else None
-        events, registry, symbols, source = load_events(args.data, args.seed, args.duration_s, args.on_error)
+        registry = None
+        if config is not None and config.registry:
+            from quayside.core.instruments import InstrumentRegistry
+
+            registry = InstrumentRegistry.load(config.registry)
+        events, registry, symbols, source = load_events(args.data, args.seed, args.duration_s, args.on_error, registry)
         config = default_replay_config(config, symbols, registry, args.data is None)
         overrides = {}
         if args.strategy:
@@ -91,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         result = run_replay(events, config, registry, args.out, progress=not args.no_progress and sys.stderr.isatty())
-    except (ConfigError, DataFormatError, FileNotFoundError) as exc:
+    except (ConfigError, DataFormatError, FileNotFoundError, ValueError) as exc:
         print(f"quayside replay: {exc}", file=sys.stderr)
         return 2
     s = result.summary

@@ -13,8 +13,10 @@ import numpy as np
 
 from quayside.core.engine.config import StrategyConfig
 from quayside.core.instruments import InstrumentRegistry, default_registry
+from quayside.core.replay.recording import DataFormatError
 from quayside.core.replay.runner import ReplayConfig
 from quayside.core.risk.config import InstrumentLimits, RiskConfig
+from quayside.core.wire import RecordKind
 
 __all__ = ["SYNTHETIC_SIZES", "default_replay_config", "load_events"]
 
@@ -23,9 +25,12 @@ SYNTHETIC_SIZES = {"EURUSD": (100_000.0, 300_000.0), "AAPL": (100.0, 300.0), "ES
 
 
 def load_events(
-    data: Path | None, seed: int, duration_s: float, on_error: str = "raise"
+    data: Path | None, seed: int, duration_s: float, on_error: str = "raise", registry: InstrumentRegistry | None = None
 ) -> tuple[np.ndarray, InstrumentRegistry, list[str], str]:
-    """(events, registry, symbols, description) for a data file, or the synthetic market."""
+    """(events, registry, symbols, description) for a data file, or the synthetic market.
+
+    A recording (``.qsf``) holds instrument ids, not symbols: they resolve through ``registry``
+    (the configuration's, else the built-in one), and the symbols traded are those of its quotes."""
     if data is None:
         from quayside.core.market.synthetic import generate
 
@@ -35,6 +40,14 @@ def load_events(
     from quayside.core.replay.loaders import load
 
     loaded = load(data, on_error=on_error)
+    if loaded.format == "recording":
+        registry = registry or default_registry()
+        recs = loaded.records
+        quoted = np.unique(recs["instrument_id"][recs["kind"] == RecordKind.QUOTE])
+        symbols = [i.symbol for i in registry if i.id in set(quoted.tolist())]
+        if not symbols:
+            raise DataFormatError(data, "the recording has no quotes for any instrument of the registry")
+        return recs, registry, symbols, f"{data} (recording, {len(recs):,} records)"
     return loaded.records, loaded.instruments, list(loaded.symbols), f"{data} ({loaded.format})"
 
 

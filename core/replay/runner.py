@@ -53,6 +53,9 @@ _KEEP = (
 )
 
 
+_MARKET = (wire.RecordKind.QUOTE, wire.RecordKind.TRADE, wire.RecordKind.BOOK)
+
+
 class ReplayConfig(BaseModel):
     """A backtest: strategy, risk, venue. Every default is here."""
 
@@ -94,7 +97,16 @@ def run_replay(
     *,
     progress: bool = False,
 ) -> ReplayResult:
-    """Backtest ``config`` over ``events`` (an array of 64-byte market records in time order)."""
+    """Backtest ``config`` over ``events`` (an array of 64-byte records in time order).
+
+    Only market records (quotes, trades, book updates) drive a backtest: a recorded session
+    also holds the engine's own orders, fills, logs and heartbeats, which the simulated venue
+    and the engine produce afresh, so they are left out here.
+    """
+    kinds = np.ascontiguousarray(events).view(wire.record_dtype)["kind"]
+    market = np.isin(kinds, _MARKET)
+    if not market.all():
+        events = np.ascontiguousarray(events).view(wire.record_dtype)[market]
     prepared = prepare_engine(registry, config.strategy, config.risk, fx_fallback=config.fx_fallback, replay=True)
     a = prepared.arrays
     out = private_segment(RingType.COMMAND, 1 << 12)
@@ -323,6 +335,11 @@ def _plot(equity: pd.DataFrame, path: Path, summary: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=[3, 1])
+    if not len(equity):  # a run shorter than one sampling interval
+        top.text(0.5, 0.5, "no equity samples (run shorter than the sampling interval)", ha="center", va="center")
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        return
     t = pd.to_datetime(equity["ts"], unit="ns", utc=True)
     top.plot(t, equity["equity"], lw=1.0, color="tab:blue")
     top.set_ylabel("equity")

@@ -5,7 +5,9 @@ of feed records, under ``self.lock``) and, if it has any, :meth:`Service.routes`
 routes). The frame gives it:
 
 * a feed thread that reads the engine's feed (shm or UDP) in batches and never blocks it;
-* state rebuilt at start from the recorder's files before the live feed (:meth:`rebuild`);
+* state rebuilt at start from the recorder's files, then the live feed from the first record
+  the files do not have (:meth:`rebuild`, :mod:`quayside.support.common.rebuild`);
+* a new ring under the same name (a restarted engine) attached to when the old one is drained;
 * ``GET /metrics`` on an explicit route (Prometheus text format, the service's own registry)
   and ``GET /health`` (JSON; 503 when the feed has gone quiet for ``stale_after_s``);
 * loguru logging; SIGTERM/SIGINT stop the feed thread and the HTTP server cleanly.
@@ -15,6 +17,7 @@ Every service also runs as a plain process: ``quayside support <name>``.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import ClassVar
@@ -22,7 +25,8 @@ from typing import ClassVar
 import numpy as np
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from quayside.core.instruments import InstrumentRegistry, default_registry
 from quayside.support.common.feed import FeedSource, open_feed
@@ -45,30 +49,11 @@ class Service:
         )
         self.lock = threading.RLock()
         self.metrics = CollectorRegistry()
-        self._m_records = Counter(
-            "quayside_feed_records", "Feed records this service handled", ["service"], registry=self.metrics
-        )
-        self._m_lost = Gauge(
-            "quayside_feed_lost_records",
-            "Feed records lost to this reader (lapped or UDP gaps)",
-            ["service"],
-            registry=self.metrics,
-        )
-        self._m_foreign = Gauge(
-            "quayside_feed_foreign_records",
-            "Feed records dropped as unknown kind or version",
-            ["service"],
-            registry=self.metrics,
-        )
-        self._m_age = Gauge(
-            "quayside_feed_age_seconds",
-            "Seconds since this service last received a feed record",
-            ["service"],
-            registry=self.metrics,
-        )
+        self.metrics.register(_FeedCollector(self))
         self.feed: FeedSource | None = None
         self.started_ns = time.time_ns()
         self.rebuilt_records = 0
+        self.rebuilt = None  # a rebuild.Rebuilt once rebuild() has read recordings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,16 +70,32 @@ class Service:
         """Extra fields for ``/health``."""
         return {}
 
+    def attached(self) -> None:
+        """Called (under ``self.lock``) once the feed is open and joined, and again after every
+        attach to a new ring (a restarted engine); ``self.feed`` is the new source."""
+
     # ------------------------------------------------------------------ the frame
 
     def rebuild(self) -> int:
-        """Replay the recorder's files (if configured) through :meth:`handle`; returns records."""
+        """Replay the recorder's files (if configured) through :meth:`handle`, then move the live
+        feed (already open) past the last record they hold of its ring; returns records applied."""
         folder = self.settings.recordings
         if not folder:
             return 0
-        from quayside.support.common.rebuild import rebuild_from_recordings
+        from quayside.support.common.rebuild import rebuild_from_recordings, resume_feed
 
-        self.rebuilt_records = rebuild_from_recordings(self, folder)
+        self.rebuilt = rebuild_from_recordings(self, folder, since=self.settings.recordings_since)
+        self.rebuilt_records = self.rebuilt.records
+        skipped = resume_feed(self.feed, self.rebuilt) if self.feed is not None else 0
+        logger.info(
+            "{}: rebuilt from {} recorded records in {} files ({:.2f} s); live feed joined at seq {} ({} skipped)",
+            self.name,
+            self.rebuilt.records,
+            len(self.rebuilt.files),
+            self.rebuilt.seconds,
+            self.feed.position if self.feed is not None else None,
+            skipped,
+        )
         return self.rebuilt_records
 
     def poll_once(self) -> int:
@@ -103,26 +104,51 @@ class Service:
         if len(batch):
             with self.lock:
                 self.handle(batch)
-            self._m_records.labels(self.name).inc(len(batch))
-        self._m_lost.labels(self.name).set(self.feed.stats.lost)
-        self._m_foreign.labels(self.name).set(self.feed.stats.foreign)
         return len(batch)
+
+    def reattach_if_replaced(self) -> bool:
+        """If the engine has started a new ring under the same name, attach to it (the old one
+        must be drained: call this when a read came back empty)."""
+        if not self.feed.replaced():
+            return False
+        try:
+            self.feed.reattach()
+        except (FileNotFoundError, ValueError) as exc:  # half-created, or not a ring we can read
+            logger.warning("{}: cannot attach to the new feed ring yet: {}", self.name, exc)
+            return False
+        logger.info("{}: attached to a new feed ring (epoch {})", self.name, self.feed.epoch)
+        with self.lock:
+            self.attached()
+        return True
 
     def _feed_loop(self) -> None:
         idle = self.settings.feed.idle_sleep_ms / 1000.0
+        next_check = 0.0
         while not self._stop.is_set():
             try:
                 n = self.poll_once()
+                if n == 0 and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 1.0
+                    self.reattach_if_replaced()
             except Exception:  # a bug in a handler must not kill the feed thread silently
                 logger.exception("feed handler failed; continuing with the next batch")
                 n = 0
             if n == 0:
                 time.sleep(idle)
 
-    def start(self, feed_timeout: float = 30.0) -> None:
-        """Open the feed, rebuild state, start the feed thread."""
-        self.rebuild()
+    def open(self, feed_timeout: float = 30.0) -> None:
+        """Open the feed, rebuild state from the recordings and join the feed after them. The
+        feed is opened first, so nothing published during the rebuild can fall between the
+        files and the ring. (:meth:`start` does this, then starts the feed thread; tests call
+        it and then :meth:`poll_once` themselves.)"""
         self.feed = open_feed(self.settings.feed, timeout=feed_timeout)
+        self.rebuild()
+        with self.lock:
+            self.attached()
+
+    def start(self, feed_timeout: float = 30.0) -> None:
+        """:meth:`open`, then start the feed thread."""
+        self.open(feed_timeout)
         self._thread = threading.Thread(target=self._feed_loop, name=f"{self.name}-feed", daemon=True)
         self._thread.start()
 
@@ -147,9 +173,6 @@ class Service:
 
         @app.get("/metrics", include_in_schema=False)
         def metrics() -> Response:  # an explicit route: scrapers do not follow a mount's 307
-            age = self.feed_age_s()
-            if age is not None:
-                self._m_age.labels(self.name).set(age)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
 
         @app.get("/health")
@@ -186,9 +209,59 @@ class Service:
         config = uvicorn.Config(
             self.app(), host=self.settings.http.host, port=port, log_level="warning", access_log=False
         )
+        # uvicorn handles SIGTERM/SIGINT with a graceful shutdown, then restores the handlers it
+        # found and raises the signal again: with the default SIGTERM handler the process would
+        # die there, before stop() and close() (files flushed and synced) could run.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_quietly)
         try:
-            uvicorn.Server(config).run()  # handles SIGTERM/SIGINT: returns after a graceful shutdown
+            uvicorn.Server(config).run()
+        except SystemExit:
+            pass
         finally:
             self.stop()
             logger.info("{} stopped", self.name)
         return 0
+
+
+def _exit_quietly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+class _FeedCollector:
+    """The frame's own metrics, read from the feed's counters at scrape time."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def collect(self):
+        svc, name = self.service, self.service.name
+        stats = svc.feed.stats if svc.feed is not None else None
+        counters = [
+            ("quayside_feed_records", "Feed records this service handled from the live feed", "records"),
+            ("quayside_feed_lost_records", "Feed records lost to this reader (lapped, UDP gaps, not recorded)", "lost"),
+            ("quayside_feed_foreign_records", "Feed records dropped as unknown kind or version", "foreign"),
+            (
+                "quayside_feed_skipped_records",
+                "Ring records skipped at start: already applied from recordings",
+                "skipped",
+            ),
+        ]
+        for metric, doc, attr in counters:
+            family = CounterMetricFamily(metric, doc, labels=["service"])
+            family.add_metric([name], getattr(stats, attr) if stats else 0)
+            yield family
+        rebuilt = GaugeMetricFamily(
+            "quayside_rebuild_records", "Recorded records applied at start (state rebuild)", labels=["service"]
+        )
+        rebuilt.add_metric([name], svc.rebuilt_records)
+        yield rebuilt
+        age = svc.feed_age_s()
+        if age is not None:
+            family = GaugeMetricFamily(
+                "quayside_feed_age_seconds",
+                "Seconds since this service last received a feed record",
+                labels=["service"],
+            )
+            family.add_metric([name], age)
+            yield family

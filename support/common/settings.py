@@ -7,6 +7,7 @@ with ``__``, e.g. ``QUAYSIDE_HTTP__PORT=9101``), then a TOML file named by ``--c
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from pathlib import Path
@@ -52,6 +53,9 @@ class ServiceSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     registry: str | None = Field(default=None, description="instrument registry TOML; None = built-in")
     recordings: str | None = Field(default=None, description="recorder folder to rebuild state from at start")
+    recordings_since: dt.date | None = Field(
+        default=None, description="rebuild from the recordings of this UTC day on (YYYY-MM-DD); None = today"
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     config_file: str | None = Field(default=None, exclude=True, description="set by load_settings")
