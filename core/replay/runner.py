@@ -165,11 +165,19 @@ def run_replay(
 
 
 def _ring_range(seg, lo: int, hi: int) -> np.ndarray:
+    """A copy of the records at positions ``[lo, hi)``: at most two slices of int64 words (a
+    fancy-indexed copy of structured records measured about six times slower)."""
     cap = seg.capacity
-    if hi - lo > cap:
-        raise RuntimeError(f"replay feed overran its ring ({hi - lo} records > {cap})")
-    idx = np.arange(lo, hi) & (cap - 1)
-    return seg.slots[idx].copy()
+    n = hi - lo
+    if n > cap:
+        raise RuntimeError(f"replay feed overran its ring ({n} records > {cap})")
+    out = np.empty(n, wire.record_dtype)
+    dst = out.view(np.int64).reshape(n, wire.RECORD_SIZE // 8)
+    start = lo & (cap - 1)
+    first = min(n, cap - start)
+    dst[:first] = seg.slot_words[start : start + first]
+    dst[first:] = seg.slot_words[: n - first]
+    return out
 
 
 def _progress(total: int, enabled: bool):
