@@ -275,6 +275,8 @@ class _LogCode(NamedTuple):
     CONTROL_REJECTED: int = 11
     FILL_LATCH_ENGAGED: int = 12
     CONTROL_APPLIED: int = 13
+    RECONCILIATION_RESOLVED: int = 14
+    ORDER_NOT_AT_BROKER: int = 15
 
 
 LogCode = _LogCode()
@@ -294,6 +296,8 @@ LOG_TEMPLATES: dict[int, str] = {
     LogCode.CONTROL_REJECTED: "control command {i0} rejected: {i1} is out of range",
     LogCode.FILL_LATCH_ENGAGED: "fill-count latch engaged after {i0} fills; a person must resume",
     LogCode.CONTROL_APPLIED: "control command {i0} (id {i1}) applied",
+    LogCode.RECONCILIATION_RESOLVED: "reconciliation break resolved: engine {a0}, broker {a1}",
+    LogCode.ORDER_NOT_AT_BROKER: "order {i0} (broker id {i1}) is not at the broker after a reconnect: reported inactive",
 }
 
 
