@@ -10,9 +10,11 @@ from quayside import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quayside.core.broker import commands as gateway_commands
     from quayside.core.broker.sim import commands as simgateway_commands
     from quayside.core.engine import commands as engine_commands
     from quayside.core.feed import commands as feed_commands
+    from quayside.core.host import commands as host_commands
     from quayside.core.replay import commands as replay_commands
     from quayside.support import commands as support_commands
 
@@ -24,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay_commands.register(sub)
     engine_commands.register(sub)
+    gateway_commands.register(sub)
     simgateway_commands.register(sub)
     support_commands.register(sub)
     feed_commands.register(sub)
+    host_commands.register(sub)
     return parser
 
 
