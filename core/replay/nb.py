@@ -12,6 +12,11 @@ rewritten to the engine kernels of the chosen strategy (see ``binding.py``).
 
 from __future__ import annotations
 
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
 from quayside.core.engine.nb import process_record_nb  # engine-binding
 from quayside.core.feed.nb import cmd_peek_nb, cmd_release_nb
 from quayside.core.feed.segment import W_PRODUCER_POSITION
@@ -42,10 +47,47 @@ from quayside.core.wire import RecordKind
 
 __all__ = ["run_replay_nb"]
 
+# How many records ahead the loop asks the cache for the market records it will read and the
+# feed slots it will write: both stream through memory far larger than the caches.
+PREFETCH_AHEAD = 16
+
+
+def _prefetch(write: int):
+    @intrinsic
+    def prefetch(typingctx, arrty, rowty):
+        """A hint (``prefetcht0`` / ``prefetchw``) that row ``row`` of a 2-d array will soon be
+        read / written. No effect on results; a row past the end prefetches row 0."""
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(arrty)(context, builder, args[0])
+            row = context.cast(builder, args[1], sig.args[1], types.intp)
+            row = builder.select(
+                builder.icmp_signed("<", row, cgutils.unpack_tuple(builder, ary.shape)[0]),
+                row,
+                ir.Constant(row.type, 0),
+            )
+            ptr = cgutils.get_item_pointer(
+                context, builder, arrty, ary, [row, ir.Constant(row.type, 0)], wraparound=False
+            )
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [ptr, ir.Constant(i32, write), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arrty, rowty), codegen
+
+    return prefetch
+
+
+prefetch_read_nb = _prefetch(0)
+prefetch_write_nb = _prefetch(1)
+
 
 @kernel(inline="always")
 def _to_venue(a, r, v):
-    """Move the engine's orders and cancels from the outbound ring into the venue's queue."""
+    """Move the engine's orders and cancels from the outbound ring into the venue's queue. Only
+    the engine writes that ring, so this follows the engine's steps only."""
     pos, n = cmd_peek_nb(r.out_words)
     mask = r.out_slots.shape[0] - 1
     latency = int(v.params[V_ORDER_LATENCY])
@@ -92,6 +134,7 @@ def run_replay_nb(a, r, ev, cursors, end, v, feed_budget):
     records (or the equity buffer is full): then return, so that Python can drain them.
     Returns True when everything, including the venue's pending work, is done."""
     feed_start = r.feed_words[W_PRODUCER_POSITION]
+    feed_mask = r.feed_slots.shape[0] - 1
     c = v.counters
     iv, ie = cursors[0], cursors[1]
     while True:
@@ -104,7 +147,8 @@ def run_replay_nb(a, r, ev, cursors, end, v, feed_budget):
             cursors[0], cursors[1] = iv, ie
             return True
         if t_v <= t_h and t_v <= t_e:
-            market_event_nb(v, a, ev, iv, t_v)
+            prefetch_read_nb(ev.words, iv + PREFETCH_AHEAD)
+            market_event_nb(v, a.static, a.inst, ev, iv, t_v)
             iv += 1
             t = t_v
         elif t_h <= t_e:
@@ -113,16 +157,18 @@ def run_replay_nb(a, r, ev, cursors, end, v, feed_budget):
             if kind == K_DELIVER:
                 process_record_nb(a, r, v.pool, ref, t)
                 pool_free_nb(v, ref)
+                _to_venue(a, r, v)
             elif kind == K_ORDER_ARRIVES:
-                order_arrives_nb(v, a, ref, t)
+                order_arrives_nb(v, a.static, a.inst, ref, t)
             else:
                 cancel_arrives_nb(v, ref, t)
         else:
             t = t_e
             c[C_LAST_SEEN] = t
+            prefetch_write_nb(r.feed_slots, (r.feed_words[W_PRODUCER_POSITION] + PREFETCH_AHEAD) & feed_mask)
             process_record_nb(a, r, ev, ie, t)
             ie += 1
-        _to_venue(a, r, v)
+            _to_venue(a, r, v)
         if t >= c[C_NEXT_EQUITY_T]:
             _sample_equity(v, a.static, a.inst, t)
         if r.feed_words[W_PRODUCER_POSITION] - feed_start >= feed_budget or c[C_EQUITY_N] >= v.equity_t.shape[0]:

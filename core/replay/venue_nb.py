@@ -162,14 +162,16 @@ def _status(v, o, status, t):
 
 
 @kernel
-def fill_nb(v, a, o, qty, price, t):
-    """Execute ``qty`` (positive) of order ``o`` at ``price`` at venue time ``t``."""
+def fill_nb(v, static, inst, o, qty, price, t):
+    """Execute ``qty`` (positive) of order ``o`` at ``price`` at venue time ``t``. Takes the two
+    engine arrays the FX conversion reads, not the whole engine state: a call site with the whole
+    state costs the replay loop time on every event, even where it is never taken."""
     ref = pool_alloc_nb(v)
     if ref < 0:
         return
     iid = o.instrument_id
     signed = qty if o.side == Side.BUY else -qty
-    fx = fx_rate_nb(a.static, a.inst, iid)
+    fx = fx_rate_nb(static, inst, iid)
     if math.isnan(fx):
         fx = 1.0
     notional = qty * price * v.multiplier[iid] * fx
@@ -213,7 +215,7 @@ def _finish(v, o, status, t):
 
 
 @kernel
-def order_arrives_nb(v, a, ref, t):
+def order_arrives_nb(v, static, inst, ref, t):
     """An order record from the engine reaches the venue at ``t``."""
     rec = v.pool_order[ref]
     k = rec.order_id % v.orders.shape[0]
@@ -257,7 +259,7 @@ def order_arrives_nb(v, a, ref, t):
         qty = o.quantity
         if v.params[V_SIZE_LIMITED] != 0.0 and size > 0.0:
             qty = min(qty, size)
-        fill_nb(v, a, o, qty, touch, t)
+        fill_nb(v, static, inst, o, qty, touch, t)
         if o.filled >= o.quantity - 1e-12:
             _finish(v, o, OrderStatus.FILLED, t)
             return
@@ -280,7 +282,7 @@ def cancel_arrives_nb(v, ref, t):
 
 
 @kernel(inline="always")
-def market_event_nb(v, a, ev, row, t):
+def market_event_nb(v, static, inst, ev, row, t):
     """The venue sees market record ``row`` of ``ev`` at exchange time ``t``: update its book,
     then fill resting orders the market moved through."""
     kind = ev.words[row, 0] & 0xFF
@@ -308,7 +310,7 @@ def market_event_nb(v, a, ev, row, t):
             else:
                 through = above_nb(o.price, b[B_ASK]) if o.side == Side.BUY else above_nb(b[B_BID], o.price)
             if through:
-                fill_nb(v, a, o, o.quantity - o.filled, o.price, t)
+                fill_nb(v, static, inst, o, o.quantity - o.filled, o.price, t)
                 _finish(v, o, OrderStatus.FILLED, t)
                 continue  # the list shrank: slot k now holds another order
         k += 1

@@ -31,6 +31,7 @@ __all__ = [
     "reference_price_nb",
     "check_new_order_nb",
     "record_message_nb",
+    "record_message_parts_nb",
     "record_order_nb",
     "record_fill_nb",
     "effective_state_nb",
@@ -182,8 +183,14 @@ def check_new_order_nb(a, iid, side, order_type, price, qty, now):
 @kernel
 def record_message_nb(a, now):
     """Count an order or cancel sent, for the message-rate throttle."""
-    eng = a.engine[0]
-    a.msg_times[eng.msg_head % WINDOW_CAPACITY] = now
+    record_message_parts_nb(a.engine, a.msg_times, now)
+
+
+@kernel(inline="always")
+def record_message_parts_nb(engine, msg_times, now):
+    """``record_message_nb`` on the two arrays it uses (for callers that do not hold the whole state)."""
+    eng = engine[0]
+    msg_times[eng.msg_head % WINDOW_CAPACITY] = now
     eng.msg_head += 1
     eng.msg_count += 1
 
