@@ -47,9 +47,11 @@ bench: setup ## run the benchmarks: table on stdout, JSON in benchmarks/results/
 docs: setup ## regenerate docs/wire-format.md from the dtypes
 	$(BIN)/python -m quayside.core.wire > docs/wire-format.md
 
-lock: ## re-lock dependencies with hashes (requirements.lock: runtime; requirements-dev.lock: + dev)
+lock: ## re-lock dependencies with hashes (runtime; + dev; + dev and peers; the support image's subset)
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --group dev $(LOCK_FLAGS) -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --group dev --group peers $(LOCK_FLAGS) -o requirements-peers.lock
+	$(BIN)/uv pip compile support/requirements.in -c requirements.lock $(LOCK_FLAGS) -o requirements-support.lock
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
