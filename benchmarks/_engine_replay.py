@@ -24,7 +24,8 @@ from quayside.core.engine.setup import prepare_engine
 from quayside.core.engine.state import Rings, inbound_views
 from quayside.core.feed.segment import W_PRODUCER_POSITION, RingType, private_segment
 from quayside.core.jit import kernel
-from quayside.core.replay.runner import _KEEP, ReplayConfig, _ring_range, run_replay
+from quayside.core.replay.collect import Collector
+from quayside.core.replay.runner import _KEEP, ReplayConfig, run_replay
 from quayside.core.replay.venue import C_EQUITY_N, C_FILLS, VenueConfig, allocate_venue
 from quayside.core.risk.config import InstrumentLimits, RiskConfig
 from quayside.core.wire import RECORD_SIZE, RecordKind
@@ -126,26 +127,25 @@ class ReplayState:
         self.budget = config.feed_capacity // 2
 
 
-def _drain(feed, lo: int, hi: int) -> np.ndarray:
-    """What runner.py does with the feed between kernel calls (its own ``_ring_range``)."""
-    chunk = _ring_range(feed, lo, hi)
-    return chunk[np.isin(chunk["kind"], _KEEP)]
-
-
 def drain_cost(capacity: int, repeats: int = 5) -> dict:
-    """ns per feed record of runner.py's drain (its ``_ring_range`` and keep filter) over half a
-    ring of quotes with every tenth record an order, across the ring's end (best of ``repeats``)."""
+    """ns per feed record of runner.py's drain (its :class:`Collector`, which copies only the
+    kept records) over half a ring of quotes with every tenth record an order, across the
+    ring's end (best of ``repeats``)."""
     feed = private_segment(RingType.FEED, capacity)
     feed.slot_words[:, 0] = RecordKind.QUOTE
     feed.slot_words[::10, 0] = RecordKind.ORDER
     lo, hi = 3 * capacity // 4, 3 * capacity // 4 + capacity // 2
     best = float("inf")
+    collector = Collector(feed.slot_words, _KEEP)
+    collector.take(lo, lo + 1)  # compile (or load) the kernel outside the timing
     for _ in range(repeats):
+        collector = Collector(feed.slot_words, _KEEP)
         t0 = time.perf_counter()
-        kept = _drain(feed, lo, hi)
+        collector.take(lo, hi)
         best = min(best, time.perf_counter() - t0)
+    kept = len(collector.records())
     feed.close()
-    return {"runner_drain_ns_per_record": best / (hi - lo) * 1e9, "records": hi - lo, "kept": len(kept)}
+    return {"runner_drain_ns_per_record": best / (hi - lo) * 1e9, "records": hi - lo, "kept": kept}
 
 
 def run_kernel_loop(records, config, registry, replay_module=None) -> dict:
@@ -158,7 +158,7 @@ def run_kernel_loop(records, config, registry, replay_module=None) -> dict:
     kernel_s = 0.0
     kernel_cpu_s = 0.0
     drained = 0
-    kept = 0
+    collector = Collector(s.feed.slot_words, _KEEP)
     calls = 0
     done = False
     t_loop = time.perf_counter()
@@ -169,7 +169,7 @@ def run_kernel_loop(records, config, registry, replay_module=None) -> dict:
         kernel_cpu_s += time.thread_time() - c0
         calls += 1
         head = int(s.feed.words[W_PRODUCER_POSITION])
-        kept += len(_drain(s.feed, drained, head))
+        collector.take(drained, head)
         drained = head
         v.counters[C_EQUITY_N] = 0
     loop_s = time.perf_counter() - t_loop
@@ -181,7 +181,7 @@ def run_kernel_loop(records, config, registry, replay_module=None) -> dict:
         "loop_s": loop_s,
         "kernel_calls": calls,
         "feed_records": drained,
-        "kept_records": kept,
+        "kept_records": len(collector.records()),
         "orders": int(eng["orders_out"]),
         "denials": int(eng["denials"]),
         "fills": int(v.counters[C_FILLS]),

@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import py_compile
 import re
 import sys
 from pathlib import Path
@@ -101,8 +102,22 @@ def _generate(name: str, template: str, bindings: dict[str, str]) -> ModuleType:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+    _compile_bytecode(path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _compile_bytecode(path: Path) -> None:
+    """Write the module's ``.pyc`` now, whatever ``PYTHONDONTWRITEBYTECODE`` says: the engine
+    imports these modules on every start, and compiling their source each time costs start-up
+    time (the installed packages have theirs from the installer)."""
+    cached = Path(importlib.util.cache_from_source(str(path)))
+    try:
+        if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
+            return
+        py_compile.compile(str(path), cfile=str(cached), doraise=True)
+    except (OSError, py_compile.PyCompileError):
+        pass  # a read-only cache folder: the import compiles in memory instead

@@ -38,6 +38,7 @@ from quayside.core.engine.setup import prepare_engine
 from quayside.core.engine.state import Rings, inbound_views
 from quayside.core.feed.segment import W_PRODUCER_POSITION, RingType, private_segment
 from quayside.core.instruments import InstrumentRegistry
+from quayside.core.replay.collect import Collector
 from quayside.core.replay.venue import C_DROPPED, C_EQUITY_N, C_FILLS, C_REJECTS, VenueConfig, allocate_venue
 from quayside.core.risk.config import RiskConfig
 
@@ -129,7 +130,7 @@ def run_replay(
             feed_path.unlink(missing_ok=True)
             first_ts = int(words[0, 2]) if n else 0  # deterministic: the file dates from the data
             writer = RecordingWriter(feed_path, source="replay", clock=lambda: first_ts)
-    kept: list[np.ndarray] = []
+    collector = Collector(feed.slot_words, _KEEP)
     eq_t: list[np.ndarray] = []
     eq_v: list[np.ndarray] = []
     drained = 0
@@ -140,11 +141,10 @@ def run_replay(
     while not done:
         done = run(a, r, ev, cursors, n, venue, budget)
         head = int(feed.words[W_PRODUCER_POSITION])
-        chunk = _ring_range(feed, drained, head)
+        if writer is not None and head > drained:
+            writer.write(_ring_range(feed, drained, head))
+        collector.take(drained, head)
         drained = head
-        if writer is not None and len(chunk):
-            writer.write(chunk)
-        kept.append(chunk[np.isin(chunk["kind"], _KEEP)])
         k = int(venue.counters[C_EQUITY_N])
         eq_t.append(venue.equity_t[:k].copy())
         eq_v.append(venue.equity_v[:k].copy())
@@ -156,7 +156,7 @@ def run_replay(
         bar.close()
     if writer is not None:
         writer.close()
-    records = np.concatenate(kept) if kept else np.zeros(0, wire.record_dtype)
+    records = collector.records()
     result = _results(records, np.concatenate(eq_t), np.concatenate(eq_v), venue, prepared, registry, config, events)
     result.events, result.feed_records, result.wall_seconds, result.out_dir = n, drained, wall, out_dir
     if out_dir is not None:
