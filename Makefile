@@ -41,8 +41,8 @@ format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup ## run the benchmarks: table on stdout, JSON in benchmarks/results/
-	$(BIN)/python -m benchmarks.feed
+bench: setup ## every benchmark: one table, JSON and plots in benchmarks/results/ (BENCH_FLAGS="--quick --only feed,engine")
+	$(BIN)/quayside bench $(BENCH_FLAGS)
 
 docs: setup ## regenerate docs/wire-format.md from the dtypes
 	$(BIN)/python -m quayside.core.wire > docs/wire-format.md

@@ -1,10 +1,29 @@
 """What every benchmark shares: child processes pinned to a CPU, cleanup of shared-memory
-segments and processes (also on Ctrl-C), latency statistics, machine facts, the table."""
+segments and processes (also on Ctrl-C), latency statistics, machine facts, the table, and the
+result file every module writes (the shape the suite, ``benchmarks/suite.py``, reads).
+
+The result file (``SCHEMA`` 1) is one JSON object: ``benchmark`` (the module's name), ``quick``,
+``groups``, ``started``, ``seconds``, ``machine`` (:func:`machine_info`), ``config``,
+``measurements``, ``targets``, ``errors`` (``[{group, error}]``) and ``notes``; or, from a module
+whose prerequisites are absent, ``benchmark`` and ``skipped`` (the reason) alone. Each
+measurement has ``name``, ``key`` (unique in the module), ``group`` and ``kind`` (``"floor"``,
+``"baseline"`` or ``"peer"``; absent for Quayside's own figures), and one figure:
+
+* ``latency``: :func:`latency_stats` (percentiles in ns and a log-scale histogram);
+* ``records_per_s`` or ``events_per_s``, or ``rate_per_s`` with ``rate_unit`` (higher is better);
+* ``seconds_median`` (and ``seconds_max``; lower is better);
+* ``value`` with ``unit`` and ``better`` (``"lower"`` or ``"higher"``), for anything else;
+
+and optionally ``preempted`` (share of its CPU time other processes took), ``compare``,
+``target``, ``verdict``, ``parent`` (the key of the row it breaks down) and ``detail``. Targets
+have ``id``, ``description``, ``verdict`` (PASS, FAIL, INCONCLUSIVE or NOT RUN) and ``evidence``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -23,7 +42,10 @@ import numpy as np
 __all__ = [
     "CPU_A",
     "CPU_B",
+    "CPUS_ENV",
+    "SCHEMA",
     "ChildError",
+    "Skip",
     "Child",
     "Workspace",
     "pin",
@@ -32,17 +54,40 @@ __all__ = [
     "best_attempt",
     "cpu_busy",
     "latency_stats",
+    "log_histogram",
     "machine_info",
     "format_table",
     "jsonable",
+    "write_result",
+    "skipped",
 ]
 
-CPU_A = 0  # the producer / initiator
-CPU_B = 1  # the reader(s) / echo side
+#: ``"A,B"``: the CPUs to pin to instead of 0 and 1 (the suite sets it from the host's isolated CPUs).
+CPUS_ENV = "QUAYSIDE_BENCH_CPUS"
+SCHEMA = 1
+
+
+def _bench_cpus() -> tuple[int, int]:
+    text = os.environ.get(CPUS_ENV, "").strip()
+    if not text:
+        return 0, 1
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{CPUS_ENV}={text!r}: expected two CPU numbers 'A,B' (initiator/producer, echo/reader)")
+    return int(parts[0]), int(parts[1])
+
+
+CPU_A, CPU_B = _bench_cpus()  # the producer / initiator; the reader(s) / echo side / engine
 
 
 class ChildError(RuntimeError):
     """A benchmark child process failed, died or timed out."""
+
+
+class Skip(Exception):
+    """Raised by a benchmark module whose prerequisites are absent (no Docker engine, no
+    Chromium, the peers not installed): the suite reports the module as SKIPPED with this
+    message instead of as a crash. A module may also write the result itself with :func:`skipped`."""
 
 
 def pin(cpu: int | None) -> bool:
@@ -255,8 +300,31 @@ class Workspace:
         self.close()
 
 
+#: Histogram bins per factor of ten: a bin is 12 % wide, finer than the run-to-run spread of a p50.
+BINS_PER_DECADE = 20
+
+
+def log_histogram(samples_ns: np.ndarray) -> dict:
+    """Counts in log-spaced bins (``BINS_PER_DECADE`` per decade, spanning the samples): enough
+    to draw the distribution on a log scale, tail included, without keeping every sample.
+    Samples of 0 ns or less (two clocks read in the same tick) are counted in the first bin."""
+    s = np.maximum(np.asarray(samples_ns, dtype=np.int64), 1)
+    lo = int(np.floor(np.log10(s.min()) * BINS_PER_DECADE))
+    hi = max(int(np.ceil(np.log10(s.max()) * BINS_PER_DECADE)), lo + 1)
+    edges = 10.0 ** (np.arange(lo, hi + 1) / BINS_PER_DECADE)
+    edges[0], edges[-1] = min(edges[0], s.min()), max(edges[-1], s.max())  # rounding must not drop one
+    counts, _ = np.histogram(s, bins=edges)
+    return {
+        "bins_per_decade": BINS_PER_DECADE,
+        "edges_ns": [float(f"{e:.6g}") for e in edges],
+        "counts": counts.tolist(),
+        "nonpositive": int((np.asarray(samples_ns) <= 0).sum()),
+    }
+
+
 def latency_stats(samples_ns: np.ndarray) -> dict:
-    """Percentiles of round-trip samples in ns (nearest-rank: every figure is a real sample)."""
+    """Percentiles of round-trip samples in ns (nearest-rank: every figure is a real sample),
+    and their :func:`log_histogram` (what the suite's plots draw)."""
     s = np.asarray(samples_ns, dtype=np.int64)
     p = np.percentile(s, [50, 90, 99, 99.9, 99.99], method="inverted_cdf")
     return {
@@ -270,6 +338,7 @@ def latency_stats(samples_ns: np.ndarray) -> dict:
         "max_ns": int(s.max()),
         "mean_ns": float(s.mean()),
         "over_10us": int((s > 10_000).sum()),
+        "histogram": log_histogram(s),
     }
 
 
@@ -368,3 +437,16 @@ def jsonable(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_result(path: Path, doc: dict) -> None:
+    """Write a module's result file (see the module docstring for its shape)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"schema": SCHEMA, **doc}, indent=2, default=jsonable) + "\n")
+
+
+def skipped(path: Path, benchmark: str, reason: str) -> int:
+    """Write the result of a module that cannot run here, say why, and return its exit code (0)."""
+    write_result(path, {"benchmark": benchmark, "skipped": reason})
+    print(f"{benchmark}: SKIPPED: {reason}")
+    return 0

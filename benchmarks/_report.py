@@ -29,7 +29,7 @@ __all__ = [
     "notes",
 ]
 
-from benchmarks._common import PREEMPTED
+from benchmarks._common import CPU_A, CPU_B, PREEMPTED
 
 TARGET_RTT_RATIO = 1.5
 TARGET_ONE_READER = 20e6
@@ -206,11 +206,11 @@ def notes(machine: dict, unpinned: list[str], rows: list[dict], background: dict
         )
     if not machine.get("cores_isolated"):
         out.append(
-            "no isolated cores (/sys/devices/system/cpu/isolated is empty): CPUs 0 and 1 are shared with "
+            f"no isolated cores (/sys/devices/system/cpu/isolated is empty): CPUs {CPU_A} and {CPU_B} are shared with "
             "everything else on this machine, so tails (p99.9, max) and loss in paced runs include preemptions"
         )
     if unpinned:
-        out.append("pinning to CPUs 0 and 1 was not possible for: " + "; ".join(unpinned))
+        out.append(f"pinning to CPUs {CPU_A} and {CPU_B} was not possible for: " + "; ".join(unpinned))
     if machine.get("nice"):
         out.append(f"ran at nice {machine['nice']}: other processes on the machine yielded CPU time to this run")
     cpus = machine.get("cpu_count") or 1

@@ -47,9 +47,9 @@ from benchmarks._common import (
     OnCpu,
     Workspace,
     cpu_busy,
-    jsonable,
     latency_stats,
     machine_info,
+    write_result,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +194,7 @@ def run_replay_group(run: Run) -> None:
         "floor: @kernel loop, EMAs + signal only",
         "replay",
         "replay_floor",
+        kind="floor",
         events_per_s=n / float(np.median(floor_s)),
         preempted=preempted,
         detail={
@@ -358,6 +359,7 @@ def run_tick_to_order(run: Run) -> None:
             "C SPSC ring ping-pong (floor, this run)",
             "tick_to_order",
             "c_rtt",
+            kind="floor",
             latency=summarise_pingpong(c_trials),
             compare="floor",
             detail={
@@ -373,6 +375,7 @@ def run_tick_to_order(run: Run) -> None:
                 "C SPSC ring ping-pong (floor, from feed.json)",
                 "tick_to_order",
                 "c_rtt",
+                kind="floor",
                 latency=stored,
                 compare="floor",
                 detail={"source": stored["source"]},
@@ -446,6 +449,7 @@ def run_startup(run: Run) -> None:
         "python -c 'import numba' (floor)",
         "startup",
         "startup_floor",
+        kind="floor",
         seconds_median=float(np.median(floor)),
         seconds_max=max(floor),
         compare="floor",
@@ -545,6 +549,7 @@ def run_asyncio(run: Run) -> None:
         f"asyncio pipeline, stream of {len(records):,} derived quotes",
         "asyncio",
         "asyncio_stream",
+        kind="baseline",
         events_per_s=len(records) / stream["seconds"],
         detail={
             "quotes": len(records),
@@ -561,6 +566,7 @@ def run_asyncio(run: Run) -> None:
         "asyncio pipeline tick-to-order (in-process)",
         "asyncio",
         "asyncio_rtt",
+        kind="baseline",
         latency=latency_stats(lat),
         detail={
             "round_trips": len(lat),
@@ -639,7 +645,7 @@ def notes(machine: dict, run: Run) -> list[str]:
         )
     if not machine.get("cores_isolated"):
         out.append(
-            "no isolated cores: the engine (cpu 1) and the driver (cpu 0) share their CPUs with everything else on "
+            f"no isolated cores: the engine (cpu {CPU_B}) and the driver (cpu {CPU_A}) share their CPUs with everything else on "
             "this machine, so tails (p99.9, max) include preemptions; busy-spin on a shared core is shown for "
             "comparison, spin-yield is what the engine chooses here"
         )
@@ -729,8 +735,7 @@ def _main(args: argparse.Namespace) -> int:
         "errors": run.errors,
         "notes": all_notes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=jsonable) + "\n")
+    write_result(args.out, result)
     print(f"wrote {args.out} ({result['seconds']} s)")
     return 1 if run.errors else 0
 

@@ -13,7 +13,6 @@ every target verdict (default ``benchmarks/results/feed.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,9 +30,9 @@ from benchmarks._common import (
     best_attempt,
     cpu_busy,
     format_table,
-    jsonable,
     latency_stats,
     machine_info,
+    write_result,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +126,7 @@ def run_pingpong(run: Run) -> None:
         "C SPSC ring ping-pong (floor)",
         "pingpong",
         key="c_rtt",
+        kind="floor",
         pinned=pinned["c"],
         latency=summarise_pingpong(trials["c"]),
         detail=common | {"compiler": c.compiler, "ring": "head/tail positions + 64-byte slots, C11 acquire/release"},
@@ -135,6 +135,7 @@ def run_pingpong(run: Run) -> None:
         "C bare cache-line ping-pong",
         "pingpong",
         key="line_rtt",
+        kind="floor",
         pinned=pinned["line"],
         latency=summarise_pingpong(trials["line"]),
         detail=common | {"ring": "none: one 8-byte store each way, the hardware's limit"},
@@ -165,6 +166,7 @@ def run_throughput(run: Run) -> None:
         "C SPSC ring stream (back-pressured)",
         "throughput",
         key="c_stream",
+        kind="floor",
         pinned=bool(info["pinned_p"] and info["pinned_c"]),
         records_per_s=n / span * 1e9,
         lost=0,
@@ -251,6 +253,7 @@ def run_asyncio(run: Run) -> None:
         "asyncio.Queue ping-pong (1 process)",
         "asyncio",
         key="asyncio_rtt",
+        kind="baseline",
         pinned=r["pinned"],
         latency=latency_stats(r["samples"]),
         detail=detail,
@@ -259,6 +262,7 @@ def run_asyncio(run: Run) -> None:
         "asyncio.Queue stream (maxsize 1024)",
         "asyncio",
         key="asyncio_stream",
+        kind="baseline",
         pinned=r["pinned"],
         records_per_s=r["records_per_s"],
         detail={"records": cfg["async_records"]},
@@ -275,6 +279,7 @@ def run_socket(run: Run) -> None:
         "TCP loopback ping-pong (2 processes)",
         "socket",
         key="tcp_rtt",
+        kind="baseline",
         pinned=r["pinned"],
         latency=latency_stats(r["samples"]),
         detail=detail,
@@ -283,6 +288,7 @@ def run_socket(run: Run) -> None:
         "TCP loopback stream (1 sendall/record)",
         "socket",
         key="tcp_stream",
+        kind="baseline",
         pinned=r["pinned"],
         records_per_s=r["records_per_s"],
         detail={"records": r["records"]},
@@ -391,8 +397,7 @@ def _main(args: argparse.Namespace) -> int:
         "errors": run.errors,
         "notes": notes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=jsonable) + "\n")
+    write_result(args.out, result)
     print(f"wrote {args.out} ({result['seconds']} s)")
     return 1 if run.errors else 0
 

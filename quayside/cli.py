@@ -10,6 +10,7 @@ from quayside import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quayside import bench
     from quayside.core.broker import commands as gateway_commands
     from quayside.core.broker.sim import commands as simgateway_commands
     from quayside.core.engine import commands as engine_commands
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     support_commands.register(sub)
     feed_commands.register(sub)
     host_commands.register(sub)
+    bench.register(sub)
     return parser
 
 
