@@ -19,6 +19,10 @@ SERVICES: dict[str, tuple[str, str]] = {
         "quayside.support.metrics.service:MetricsService",
         "Prometheus exporter of engine statistics and latencies",
     ),
+    "dashboard": (
+        "quayside.support.dashboard.service:DashboardService",
+        "risk dashboard: live web page, JSON API, authenticated controls",
+    ),
 }
 
 

@@ -41,6 +41,7 @@ class Service:
     default_port: ClassVar[int] = 9100
     settings_cls: ClassVar[type[ServiceSettings]] = ServiceSettings
     stale_after_s: ClassVar[float] = 30.0
+    graceful_shutdown_s: ClassVar[float | None] = None  # None: wait for every open request to finish
 
     def __init__(self, settings: ServiceSettings, registry: InstrumentRegistry | None = None):
         self.settings = settings
@@ -207,7 +208,12 @@ class Service:
             "{} serving on http://{}:{} (feed: {})", self.name, self.settings.http.host, port, self.settings.feed.source
         )
         config = uvicorn.Config(
-            self.app(), host=self.settings.http.host, port=port, log_level="warning", access_log=False
+            self.app(),
+            host=self.settings.http.host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=self.graceful_shutdown_s,
         )
         # uvicorn handles SIGTERM/SIGINT with a graceful shutdown, then restores the handlers it
         # found and raises the signal again: with the default SIGTERM handler the process would

@@ -1,0 +1,1 @@
+"""The risk dashboard: a web page a trader keeps open all day, with authenticated controls."""
