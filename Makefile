@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK_FLAGS := --generate-hashes --no-emit-index-url --no-emit-find-links --python-version 3.11 --native-tls --quiet
 
-.PHONY: help setup demo feed-demo test test-fast lint format bench lock docs clean
+.PHONY: help setup demo backtest feed-demo test test-fast lint format bench lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,7 +19,10 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-demo: setup ## the main job on its built-in default: a backtest of the crossover on the synthetic market
+demo: setup ## the whole stack as processes: simulated IB, engine, gateway, services, dashboard (Ctrl-C stops)
+	$(BIN)/quayside demo
+
+backtest: setup ## a backtest of the crossover on the built-in synthetic market (results/replay/)
 	$(BIN)/quayside replay
 
 feed-demo: setup ## synthetic quotes through a feed ring, a reader, the UDP relay and a receiver

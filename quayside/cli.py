@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from quayside.core.feed import commands as feed_commands
     from quayside.core.host import commands as host_commands
     from quayside.core.replay import commands as replay_commands
+    from quayside.stack import commands as stack_commands
     from quayside.support import commands as support_commands
 
     parser = argparse.ArgumentParser(
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"quayside {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stack_commands.register(sub)
     replay_commands.register(sub)
     engine_commands.register(sub)
     gateway_commands.register(sub)
