@@ -52,6 +52,7 @@ class LedgerFeed:
         self._rare[[*self.rare_kinds, RecordKind.FILL]] = True
         self._seg: np.ndarray | None = None  # the stretch being handled (for marks_at)
         self._seg_kinds: np.ndarray | None = None
+        self._seg_rows: dict | None = None  # kind -> (rows, instrument ids); (kind, iid) -> rows
         known = ledger.known
         self._known = np.zeros(max(len(known), 1), dtype=bool)
         self._known[: len(known)] = known
@@ -81,16 +82,16 @@ class LedgerFeed:
         if not len(batch):
             return
         valid = wire.validate(batch)
-        ts = batch["ts_event"]
+        ts = np.ascontiguousarray(batch["ts_event"])  # a field of 64-byte records: gather it once
         ok = valid & (ts > 0)
         if not ok.all():
             for reason, n in (("foreign", int((~valid).sum())), ("bad_timestamp", int((valid & ~ok).sum()))):
                 if n:
                     self.skipped[reason] += n
-            batch = batch[ok]
-            ts = batch["ts_event"]
+            batch, ts = batch[ok], ts[ok]
         if not len(batch):
             return
+        kinds = np.ascontiguousarray(batch["kind"])
         self.records += len(batch)
         if self.ledger.clock_ns == 0:
             self.ledger.advance(int(ts[0]))
@@ -100,7 +101,7 @@ class LedgerFeed:
             k = first_at_or_after(ts[start:], boundary) if boundary else -1
             end = len(batch) if k < 0 else start + k
             if end > start:
-                self._segment(batch[start:end])
+                self._segment(batch[start:end], kinds[start:end])
             if k < 0:
                 break
             self.on_boundary(int(ts[end]))
@@ -110,21 +111,31 @@ class LedgerFeed:
         self.max_ts = max(self.max_ts, int(ts.max()))
         self.ledger.advance(int(self.max_ts))
 
-    def _segment(self, seg: np.ndarray) -> None:
-        kinds = seg["kind"]
+    def _segment(self, seg: np.ndarray, kinds: np.ndarray) -> None:
+        quotes = np.flatnonzero(kinds == RecordKind.QUOTE)
+        quote_ids = seg["instrument_id"][quotes]  # gathered once: for the marks and for marks_at
         rare = np.flatnonzero(self._rare[kinds])
         if len(rare):
             self._seg, self._seg_kinds = seg, kinds
-            self._rare_records(seg, rare)
-            self._seg = self._seg_kinds = None
-        self._quotes(seg, kinds)
+            self._seg_rows = {RecordKind.QUOTE: (quotes, quote_ids)}
+            self._rare_records(seg, kinds, rare)
+            self._seg = self._seg_kinds = self._seg_rows = None
+        self._quotes(seg, quotes, quote_ids)
         self.on_segment(seg, kinds)
 
     def latest_before(self, i: int, kind: int, iid: int) -> int:
         """Row of the last record of ``kind`` for ``iid`` before row ``i`` of the stretch being
         handled, or -1 (then the state from before the stretch applies)."""
-        hits = np.flatnonzero((self._seg_kinds[:i] == kind) & (self._seg["instrument_id"][:i] == iid))
-        return int(hits[-1]) if len(hits) else -1
+        cache = self._seg_rows
+        rows = cache.get((kind, iid))
+        if rows is None:  # once per kind and instrument in a stretch: a stretch has many orders
+            of_kind = cache.get(kind)
+            if of_kind is None:
+                at = np.flatnonzero(self._seg_kinds == kind)
+                of_kind = cache[kind] = (at, self._seg["instrument_id"][at])
+            rows = cache[(kind, iid)] = of_kind[0][of_kind[1] == iid]
+        k = int(rows.searchsorted(i))
+        return int(rows[k - 1]) if k else -1
 
     def marks_at(self, i: int, iid: int) -> tuple[float, float]:
         """``(bid, ask)`` of ``iid`` as of row ``i`` of the stretch (for :meth:`on_record`)."""
@@ -134,12 +145,11 @@ class LedgerFeed:
         q = self._seg.view(_Q)
         return float(q["bid_price"][j]), float(q["ask_price"][j])
 
-    def _quotes(self, seg: np.ndarray, kinds: np.ndarray) -> None:
-        rows = np.flatnonzero(kinds == RecordKind.QUOTE)
+    def _quotes(self, seg: np.ndarray, rows: np.ndarray, iid: np.ndarray) -> None:
+        """The marks from the quotes at ``rows`` of ``seg`` (``iid``: their instruments)."""
         if not len(rows):
             return
         q = seg.view(_Q)
-        iid = q["instrument_id"][rows]
         known = self._known[np.minimum(iid, len(self._known) - 1)] & (iid < len(self._known))
         if not known.all():
             self.skipped["unknown_instrument"] += int((~known).sum())
@@ -153,10 +163,8 @@ class LedgerFeed:
         self.ledger.set_quotes(ids, q["bid_price"][at], q["ask_price"][at], q["ts_event"][at])
         self.on_quotes(ids, at, q)
 
-    def _rare_records(self, seg: np.ndarray, idx: np.ndarray) -> None:
-        for i in idx:
-            i = int(i)
-            kind = int(seg["kind"][i])
+    def _rare_records(self, seg: np.ndarray, kinds: np.ndarray, idx: np.ndarray) -> None:
+        for i, kind in zip(idx.tolist(), kinds[idx].tolist(), strict=True):
             if kind == RecordKind.FILL:
                 self._fill(seg.view(_F)[i])
             else:

@@ -45,8 +45,10 @@ _ORDER_LIMITS = (
     LimitId.PRICE_COLLAR_PCT,
     LimitId.PRICE_COLLAR_TICKS,
 )
+_ORDER_LIMITS_AT = np.array(_ORDER_LIMITS)
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.INACTIVE})
 _LEVEL = {"warn": "WARNING", "reduce": "ERROR", "halt": "CRITICAL"}
+_DENY_NAMES = dict(zip(wire.DenyReason, wire.DenyReason._fields, strict=True))
 
 
 class RiskMonitor(LedgerFeed):
@@ -357,7 +359,7 @@ class RiskMonitor(LedgerFeed):
                 self._echo(int(c["command_id"]), "acknowledged")
         elif kind == RecordKind.DENIAL:
             reason = int(batch.view(wire.denial_dtype)[i]["reason"])
-            self.denials[wire.enum_name(wire.DenyReason, reason)] += 1
+            self.denials[_DENY_NAMES.get(reason) or wire.enum_name(wire.DenyReason, reason)] += 1
 
     def _order(self, o: np.void, i: int) -> None:
         """Use of the per-order limits, against the market as of the order (marks_at)."""
@@ -386,21 +388,20 @@ class RiskMonitor(LedgerFeed):
             ok = 0.0 < ref < math.inf and math.isfinite(price)
             off = abs(price - ref) if ok else math.nan
             pct = off / ref * 100.0 if ok else math.nan
-            use = {LimitId.PRICE_COLLAR_PCT: pct, LimitId.PRICE_COLLAR_TICKS: off / inst.tick_size}
+            collar = (pct, off / inst.tick_size)
         else:
             notional_price = ask if side == Side.BUY else bid
-            use = {LimitId.PRICE_COLLAR_PCT: 0.0, LimitId.PRICE_COLLAR_TICKS: 0.0}
+            collar = (0.0, 0.0)
         rate = self._rate_at(i, inst.currency)
         notional = math.nan
         if rate is not None and 0.0 < notional_price < math.inf:
             notional = qty * notional_price * inst.multiplier * rate
-        use[LimitId.MAX_ORDER_QTY] = qty
-        use[LimitId.MAX_ORDER_NOTIONAL] = notional
-        for lid, used in use.items():
-            self.order_last[iid, lid] = used
-            if not math.isnan(used):
-                self.order_peak[iid, lid] = np.fmax(self.order_peak[iid, lid], used)
-                self.order_peak_today[iid, lid] = max(self.order_peak_today[iid, lid], used)
+        used = np.array([qty, notional, *collar])  # in the order of _ORDER_LIMITS
+        known = ~np.isnan(used)
+        self.order_last[iid, _ORDER_LIMITS_AT] = used
+        lids = _ORDER_LIMITS_AT[known]  # a few array operations, not a dozen scalar ones: orders are many
+        self.order_peak[iid, lids] = np.fmax(self.order_peak[iid, lids], used[known])
+        self.order_peak_today[iid, lids] = np.maximum(self.order_peak_today[iid, lids], used[known])
 
     def _rate_at(self, i: int, currency: str) -> float | None:
         """The FX rate as the engine computes it, from the marks as of row ``i``."""

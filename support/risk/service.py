@@ -20,7 +20,10 @@ live ones only once the reader has caught up with the feed (an echo may follow),
 the breach is younger than ``control.max_action_age_s``.
 
 Routes: ``GET /risk`` (exposure, limit utilisation, equity, drawdown, engine state, rules),
-``GET /actions``, and the frame's ``/metrics`` and ``/health``.
+``GET /actions``, and the frame's ``/metrics`` and ``/health``. Among the metrics,
+``quayside_risk_drawdown_ratio{rule}`` is the drawdown over the threshold of each ``drawdown``
+rule (1 = at the limit): the shipped alerts (``monitoring/alerts.yml``) fire at 0.8 and 1, so
+without a drawdown rule they stay silent.
 """
 
 from __future__ import annotations
@@ -267,6 +270,7 @@ class _RiskCollector:
             per, total = m.exposures()
             limits = m.utilisation()
             eq = (m.equity, m.hwm, m.drawdown, m.daily, m.pending_commissions)
+            drawdown_limits = [(r.name, r.threshold) for r in m.rules if r.metric == "drawdown" and r.threshold > 0]
             breached = {r.name: len(m.tracker.keys_of(r)) for r in m.rules}
             counts = dict(m.action_counts)
             controls = dict(svc.control_counts)
@@ -307,6 +311,14 @@ class _RiskCollector:
             g = GaugeMetricFamily(f"quayside_risk_{name}", what)
             g.add_metric([], _nan(v))
             yield g
+        ratio = GaugeMetricFamily(
+            "quayside_risk_drawdown_ratio",
+            "Drawdown divided by the threshold of each drawdown rule (1 = at the limit); NaN when unknown",
+            labels=["rule"],
+        )
+        for rule, threshold in drawdown_limits:
+            ratio.add_metric([rule], math.nan if eq[2] is None else eq[2] / threshold)
+        yield ratio
         g = GaugeMetricFamily("quayside_risk_rule_breached", "Keys in breach per rule", labels=["rule"])
         for rule, n in breached.items():
             g.add_metric([rule], n)

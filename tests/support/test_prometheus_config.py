@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _monitoring_feed import log, session
 from conftest import require
@@ -204,3 +205,59 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus():
     assert re.search(r"path: /var/lib/grafana/dashboards/quayside$", provider, re.M)
     source = (MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     assert "type: prometheus" in source and "url: http://127.0.0.1:9090" in source
+
+
+def _scrape(svc) -> dict[str, list]:
+    """Sample name -> [(labels, value)] of one service's /metrics, after it drained its feed."""
+    svc.open(feed_timeout=5)
+    try:
+        while svc.poll_once():
+            pass
+        text = generate_latest(svc.metrics).decode()
+    finally:
+        svc.stop()
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        out.setdefault(family.name, [])
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_the_pnl_and_risk_services_export_what_the_rules_and_panels_expect(shm_dir):
+    """The names the rules take on trust from these two services, and the drawdown ratio the
+    drawdown alerts watch: drawdown over the threshold of each drawdown rule."""
+    from quayside.support.pnl import records as R
+    from quayside.support.pnl.service import PnlService, PnlSettings
+    from quayside.support.risk.service import RiskService, RiskSettings
+
+    ms, aapl, t = 1_000_000, 3, 1_723_161_600 * 10**9
+    writer = FeedWriter(shm_dir / "feed", 1 << 12)
+    writer.publish(  # long 10 AAPL at 100, marked up to 110 (high-water mark +100), then down to 90: drawdown 200
+        np.concatenate(
+            [
+                R.quote(aapl, 100.0, 100.0, t),
+                R.fill(aapl, 10, 100.0, t, fill_id=1, commission=0.0),
+                R.quote(aapl, 110.0, 110.0, t + 150 * ms),
+                R.quote(aapl, 90.0, 90.0, t + 250 * ms),
+                R.heartbeat(t + 400 * ms),
+            ]
+        )
+    )
+    feed = {"ring": str(shm_dir / "feed"), "start": "oldest"}
+    rules = [
+        {"name": "dd_warn", "metric": "drawdown", "threshold": 400.0},
+        {"name": "dd_halt", "metric": "drawdown", "threshold": 150.0, "response": "halt"},
+    ]
+    try:
+        pnl = _scrape(PnlService(PnlSettings(feed=feed)))
+        risk = _scrape(RiskService(RiskSettings(feed=feed, risk={"rules": rules, "control": {"enabled": False}})))
+        bare = _scrape(RiskService(RiskSettings(feed=feed, risk={"control": {"enabled": False}})))
+    finally:
+        writer.close()
+    missing = FROM_PNL_AND_RISK - set(pnl) - set(risk)
+    assert not missing, f"monitoring/README.md says the P&L or risk service exports {missing}; neither does"
+    assert risk["quayside_risk_drawdown"] == [({}, pytest.approx(200.0))]
+    ratios = {labels["rule"]: value for labels, value in risk["quayside_risk_drawdown_ratio"]}
+    assert ratios == {"dd_warn": pytest.approx(0.5), "dd_halt": pytest.approx(200.0 / 150.0)}
+    assert bare["quayside_risk_drawdown_ratio"] == []  # no drawdown rule: no limit, no ratio, no alert
