@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +87,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _control(args: argparse.Namespace) -> int:
     from quayside.core import wire
-    from quayside.core.feed.ring import CommandWriter, RingResult
+    from quayside.core.feed.control import ControlSender
 
     command = {
         "halt": wire.ControlCommand.HALT,
@@ -99,13 +96,7 @@ def _control(args: argparse.Namespace) -> int:
         "cancel-all": wire.ControlCommand.CANCEL_ALL,
         "set-limit": wire.ControlCommand.SET_LIMIT,
     }[args.control_command]
-    rec = np.zeros(1, wire.control_dtype)
-    rec["kind"], rec["version"] = wire.RecordKind.CONTROL, wire.VERSIONS[wire.RecordKind.CONTROL]
-    rec["instrument_id"], rec["strategy_id"] = args.instrument, args.strategy_id
-    rec["ts_event"] = time.time_ns()
-    rec["command_id"] = time.time_ns()
-    rec["command"] = command
-    rec["issuer_id"] = os.getuid()
+    limit_id, value = 0, 0.0
     if command == wire.ControlCommand.SET_LIMIT:
         name = args.limit.upper().replace("-", "_")
         if name not in wire.LimitId._fields:
@@ -114,26 +105,16 @@ def _control(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        rec["limit_id"], rec["value"] = getattr(wire.LimitId, name), args.value
-    from quayside.core.feed.segment import RingLayoutError, RingType, attach_segment, resolve
-
-    path = resolve(args.ring)
-    if not path.exists():
-        print(f"quayside control: no control ring at {path} (is the engine running?)", file=sys.stderr)
-        return 2
-    try:  # attach with the capacity the engine gave the ring, whatever it is
-        seg = attach_segment(path, RingType.COMMAND, writable=False)
-    except RingLayoutError as exc:
-        print(f"quayside control: {exc}", file=sys.stderr)
-        return 2
-    capacity = seg.capacity
-    seg.close()
-    writer = CommandWriter(path, capacity, shared=True)
+        limit_id, value = getattr(wire.LimitId, name), args.value
+    sender = ControlSender(args.ring, issuer_id=os.getuid())
     try:
-        if writer.offer(rec) == RingResult.BACK_PRESSURED:
-            print("quayside control: the control ring is full (is the engine running?)", file=sys.stderr)
-            return 1
+        sent, command_id, detail = sender.send(
+            command, instrument_id=args.instrument, strategy_id=args.strategy_id, limit_id=limit_id, value=value
+        )
     finally:
-        writer.close()
-    print(f"sent {args.control_command} (command id {int(rec['command_id'][0])})")
+        sender.close()
+    if not sent:
+        print(f"quayside control: {detail}", file=sys.stderr)
+        return 1 if "full" in detail else 2
+    print(f"sent {args.control_command} (command id {command_id})")
     return 0

@@ -26,13 +26,13 @@ import numpy as np
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from quayside.core.feed.control import ControlSender
 from quayside.core.wire import LimitId, TradingState, enum_name
 from quayside.support.common.logs import logger
 from quayside.support.common.service import Service
 from quayside.support.common.settings import ServiceSettings
 from quayside.support.dashboard.audit import AuditLog, AuditUnavailable
 from quayside.support.dashboard.auth import HOW_TO_CONFIGURE, load_tokens
-from quayside.support.dashboard.control import ControlSender
 from quayside.support.dashboard.events import Hub
 from quayside.support.dashboard.settings import DashboardConfig, DashboardSettings
 from quayside.support.dashboard.state import DashboardState

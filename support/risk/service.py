@@ -2,8 +2,9 @@
 
 Reads the engine's feed into a :class:`~quayside.support.risk.monitor.RiskMonitor` and acts on
 its rules: ``warn`` logs; ``reduce`` and ``halt`` send a REDUCE_ONLY or HALT control record
-through the engine's control ring, as one of its several producers (``CommandWriter(...,
-shared=True)``, taking turns with the dashboard and the operator's ``quayside control``).
+through the engine's control ring, as one of its several producers
+(:class:`~quayside.core.feed.control.ControlSender`, taking turns with the dashboard and the
+operator's ``quayside control``).
 
 **Published.** The monitor cannot write the engine's feed (one producer), so every action is
 published three ways: a structured log line (loguru; JSON in containers, the action under
@@ -39,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quayside.core import wire
-from quayside.core.feed.ring import CommandWriter, RingResult
+from quayside.core.feed.control import ControlSender
 from quayside.support.common.logs import logger
 from quayside.support.common.service import Service
 from quayside.support.common.settings import ServiceSettings
@@ -119,7 +120,7 @@ class RiskService(Service):
         self.control = cfg.control
         self.wall_clock = wall_clock
         self.control_counts: dict[tuple[str, str], int] = {}
-        self._writer: CommandWriter | None = None
+        self.sender = ControlSender(self.control.ring, self.control.issuer_id, wall_clock=wall_clock)
         self._ticker: threading.Thread | None = None
         self.metrics.register(_RiskCollector(self))
 
@@ -146,9 +147,7 @@ class RiskService(Service):
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.sender.close()
 
     def health(self) -> dict:
         m = self.monitor
@@ -232,28 +231,10 @@ class RiskService(Service):
         )
 
     def _send(self, action: Action) -> tuple[str, str]:
-        from quayside.core.feed.segment import RingLayoutError, RingType, attach_segment, resolve
-
-        if self._writer is None:
-            path = resolve(self.control.ring)
-            if not path.exists():
-                return "failed", f"no control ring at {path} (is the engine running?)"
-            try:  # attach first: the ring's capacity is the engine's, whatever it is
-                seg = attach_segment(path, RingType.COMMAND, writable=False)
-            except (RingLayoutError, OSError) as exc:
-                return "failed", str(exc)
-            capacity = seg.capacity
-            seg.close()
-            self._writer = CommandWriter(path, capacity, shared=True)
-        rec = np.zeros(1, wire.control_dtype)
-        rec["kind"], rec["version"] = wire.RecordKind.CONTROL, wire.VERSIONS[wire.RecordKind.CONTROL]
-        rec["instrument_id"], rec["ts_event"] = action.instrument_id, self.wall_clock()
-        rec["command_id"], rec["issuer_id"] = action.id, self.control.issuer_id
-        rec["command"] = getattr(wire.ControlCommand, action.command)
-        result = self._writer.offer(rec)
-        if result == RingResult.BACK_PRESSURED:
-            return "failed", "the control ring is full (is the engine consuming it?)"
-        return "sent", f"control record at ring position {result}"
+        sent, _, detail = self.sender.send(
+            getattr(wire.ControlCommand, action.command), instrument_id=action.instrument_id, command_id=action.id
+        )
+        return ("sent" if sent else "failed"), detail
 
 
 class _RiskCollector:
