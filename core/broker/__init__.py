@@ -12,6 +12,7 @@ Modules, in import order: :mod:`.config` (the schema), :mod:`.ib` (the only modu
 the client library: ib_insync, or ib_async by configuration), :mod:`.ledger` (order map and fill
 ledger, journaled), :mod:`.inbound` (records to the engine, back-pressure), :mod:`.ratelimit`
 (the central limiter, the reconnection back-off), :mod:`.marketdata`, :mod:`.orders`,
-:mod:`.reconcile`, :mod:`.gateway` (connection, errors, the loops), :mod:`.commands` (the CLI).
+:mod:`.reconcile`, :mod:`.positions` (the broker's positions onto the feed), :mod:`.gateway`
+(connection, errors, the loops), :mod:`.commands` (the CLI).
 The simulated IB Gateway the tests run it against is :mod:`.sim`.
 """

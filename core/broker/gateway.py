@@ -5,7 +5,8 @@ Tasks on the loop:
 
 * **connection** — connect (host, port, client id), qualify the contracts, subscribe market
   data, sync (positions, all open and completed orders, the client's executions), reconcile,
-  then wait for the socket to drop; reconnect with exponential back-off (seeded jitter). Error
+  publish the broker's positions (:mod:`.positions`: a snapshot, then every change), then
+  wait for the socket to drop; reconnect with exponential back-off (seeded jitter). Error
   326 (client id in use) moves on to the next configured client id at once, or ends the gateway
   with exit code 3 when there is none; a refused connection (the gateway's daily restart window)
   is just another failed attempt.
@@ -47,6 +48,7 @@ from quayside.core.broker.inbound import InboundWriter, Records
 from quayside.core.broker.ledger import Ledger
 from quayside.core.broker.marketdata import MarketData
 from quayside.core.broker.orders import PACING_CODES, OrderRouter
+from quayside.core.broker.positions import BrokerPositions
 from quayside.core.broker.ratelimit import Backoff, RateLimiter
 from quayside.core.broker.reconcile import PositionCheck
 from quayside.core.feed.ring import CommandReader
@@ -99,6 +101,7 @@ class Gateway:
         self.market = MarketData(self)
         self.router = OrderRouter(self)
         self.positions = PositionCheck(self)
+        self.broker_positions = BrokerPositions(self)
         self.ib = None
         self.client_id = config.client_id
         self._client_index = 0
@@ -138,9 +141,13 @@ class Gateway:
         try:
             await self._stop.wait()
         finally:
-            for t in list(self._tasks):
-                t.cancel()
-            await asyncio.gather(*main, *self._tasks, return_exceptions=True)
+            # Cancel until every task has ended: on Python 3.11 asyncio.wait_for can swallow a
+            # cancellation that arrives as its inner request completes, and the task goes on.
+            pending = {*main, *self._tasks}
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
             self._shutdown()
         return self.exit_code
 
@@ -200,6 +207,7 @@ class Gateway:
             "corrections": r.corrections,
             "duplicate_executions": r.duplicates,
             "foreign_executions": r.foreign,
+            "broker_positions_published": self.broker_positions.published,
             "quotes": self.market.quotes,
             "trades": self.market.trades,
             "inbound_written": i.written,
@@ -267,6 +275,7 @@ class Gateway:
         ib.pendingTickersEvent += lambda tickers: ib is self.ib and self.market.on_pending_tickers(tickers)
         ib.orderStatusEvent += lambda trade: ib is self.ib and self.router.on_order_status(trade)
         ib.execDetailsEvent += lambda trade, fill: ib is self.ib and self.router.on_execution(fill)
+        ib.positionEvent += lambda position: ib is self.ib and self.broker_positions.on_position(ib, position)
         ib.commissionReportEvent += lambda trade, fill, report: (
             ib is self.ib and self.router.on_commission(report.execId, float(report.commission))
         )
@@ -333,7 +342,7 @@ class Gateway:
 
     async def sync(self, ib) -> None:
         """Positions, open and completed orders, executions; then the working orders are
-        reconciled and orders may go out again."""
+        reconciled, orders may go out again and the broker's positions go to the feed."""
         self.ready = False
         lib = self.lib
         await self.request("positions", ib.reqPositionsAsync)
@@ -358,6 +367,7 @@ class Gateway:
         self.positions.set_open_orders(open_trades)
         self._synced_once = True
         self.ready = True
+        self.broker_positions.snapshot(ib)
         self._check_soon()
         logger.info(
             "gateway: synced: {} open orders, {} completed, {} executions; {} engine orders working",

@@ -1,10 +1,10 @@
 """What the gateway writes into the engine's inbound ring, and how it copes with a full ring.
 
-:class:`Records` builds the wire records (QUOTE, TRADE, ORDER_STATUS, FILL, CONTROL, LOG) in
+:class:`Records` builds the wire records (QUOTE, TRADE, ORDER_STATUS, FILL, POSITION, CONTROL, LOG) in
 preallocated scratch arrays. :class:`InboundWriter` offers them to the ring; when the ring is
 full (``BACK_PRESSURED``) it keeps them, in order, and retries on every :meth:`flush`:
 
-* order statuses, fills, controls and logs are never dropped: they wait for as long as it takes;
+* order statuses, fills, positions, controls and logs are never dropped: they wait for as long as it takes;
 * quotes are conflated per instrument (a waiting quote is replaced by the newer one, in place),
   so a slow engine gets the latest book rather than a backlog;
 * trades wait in a bounded queue (``capacity``); beyond it they are dropped and counted.
@@ -47,6 +47,8 @@ class Records:
         self._trade = _scratch(wire.trade_dtype, RecordKind.TRADE)
         self._status = _scratch(wire.order_status_dtype, RecordKind.ORDER_STATUS)
         self._fill = _scratch(wire.fill_dtype, RecordKind.FILL)
+        self._position = _scratch(wire.position_dtype, RecordKind.POSITION)
+        self._position["origin"] = wire.PositionOrigin.BROKER
         self._control = _scratch(wire.control_dtype, RecordKind.CONTROL)
         self._log = _scratch(wire.log_dtype, RecordKind.LOG)
 
@@ -108,6 +110,14 @@ class Records:
             quantity,
             commission,
         )
+        return r.copy()
+
+    def position(self, iid: int, ts_event: int, quantity, avg_price, working_buy, working_sell, flags: int = 0):
+        """The broker's position (origin BROKER, the account's: strategy 0)."""
+        r = self._position
+        r["instrument_id"], r["ts_event"], r["flags"] = iid, ts_event, flags
+        r["quantity"], r["avg_price"] = quantity, avg_price
+        r["working_buy_qty"], r["working_sell_qty"] = working_buy, working_sell
         return r.copy()
 
     def control(self, command: int, iid: int = 0):

@@ -3,7 +3,8 @@ read its executions), ``quayside gateway run`` (ib_insync inside) and ``quayside
 (the crossover strategy trading EURUSD on the simulator's synthetic market), on /dev/shm rings.
 
 The engine's fills (read from its feed ring), the gateway's records of them (its state journal)
-and the simulator's executions must agree exactly; a position changed behind the engine's back
+and the simulator's executions must agree exactly, and so must the engine's positions and the
+broker's (POSITION records of origin BROKER the gateway sent, passed on by the engine); a position changed behind the engine's back
 blocks the instrument in the engine (its next order is denied with RECONCILIATION_BREAK) until
 the position is put right.
 """
@@ -20,7 +21,7 @@ import pytest
 from quayside.core.broker.sim.background import BackgroundGateway
 from quayside.core.broker.sim.config import DataConfig, SimGatewayConfig
 from quayside.core.broker.testing import QUAYSIDE, FeedTail, Process, toml_text, wait_for
-from quayside.core.wire import ControlCommand, DenyReason, Flag, LogCode, OrderStatus, RecordKind
+from quayside.core.wire import ControlCommand, DenyReason, Flag, LogCode, OrderStatus, PositionOrigin, RecordKind
 
 EURUSD = 1
 STARTUP_TIMEOUT = 420.0  # the engine's first kernel compile on a loaded 2-core machine
@@ -143,6 +144,16 @@ def journal_fills(path: Path) -> dict[str, dict]:
     return out
 
 
+def last_positions(stack: Stack) -> tuple[np.void, np.void]:
+    """The engine's and the broker's last POSITION for EURUSD on the feed."""
+    positions = stack.feed.of_kind(RecordKind.POSITION)
+    positions = positions[positions["instrument_id"] == EURUSD]
+    engine = positions[positions["origin"] == PositionOrigin.ENGINE]
+    broker = positions[(positions["origin"] == PositionOrigin.BROKER) & (positions["strategy_id"] == 0)]
+    assert len(engine) and len(broker), "no engine or no broker positions on the feed"
+    return engine[-1], broker[-1]
+
+
 def test_several_hundred_orders_agree_in_engine_gateway_and_simulator(stack):
     orders = lambda: stack.feed.of_kind(RecordKind.ORDER)  # noqa: E731
     stack.wait(lambda: len(orders()) >= 300, "300 orders from the engine", timeout=240)
@@ -180,11 +191,12 @@ def test_several_hundred_orders_agree_in_engine_gateway_and_simulator(stack):
         assert float(trade[0]["price"]) == e.price == fe["price"]
         assert [float(r["commission"]) for r in known] == [e.commission]
         assert e.order_ref == f"qs:1:{int(trade[0]['order_id'])}" == f"qs:1:{fe['engine_id']}"
-    # the engine's position is the simulator's, and every order ended
-    positions = stack.feed.of_kind(RecordKind.POSITION)
-    last = positions[positions["instrument_id"] == EURUSD][-1]
+    # the engine's position is the simulator's, and so is the broker's last word on the feed;
+    # every order ended
+    last, broker = last_positions(stack)
     assert last["quantity"] == stack.sim.call(lambda g: g.broker.positions[EURUSD].quantity) == sum(fills["quantity"])
     assert last["working_buy_qty"] == 0.0 and last["working_sell_qty"] == 0.0
+    assert broker["quantity"] == last["quantity"] and broker["working_buy_qty"] == broker["working_sell_qty"] == 0.0
     terminal = statuses[np.isin(statuses["status"], [OrderStatus.FILLED, OrderStatus.CANCELLED])]
     assert set(terminal["order_id"].tolist()) == set(feed_orders["order_id"].tolist())
     assert not np.isin(statuses["status"], [OrderStatus.REJECTED, OrderStatus.INACTIVE]).any()
@@ -197,6 +209,7 @@ def test_a_reconciliation_break_blocks_the_instrument_in_the_engine_until_resolv
     stack.wait(lambda: len(stack.logs(LogCode.RECONCILIATION_BREAK)), "the break on the feed")
     (log,) = stack.logs(LogCode.RECONCILIATION_BREAK)
     assert log["instrument_id"] == EURUSD and log["a1"] - log["a0"] == 50_000.0
+    assert log["a1"] in stack.feed.of_kind(RecordKind.POSITION)["quantity"]  # the broker's, on the feed
     controls = lambda: stack.feed.of_kind(RecordKind.CONTROL)  # noqa: E731
     stack.wait(lambda: (controls()["command"] == ControlCommand.BLOCK).any(), "BLOCK on the feed")
     applied = stack.logs(LogCode.CONTROL_APPLIED)
@@ -212,7 +225,6 @@ def test_a_reconciliation_break_blocks_the_instrument_in_the_engine_until_resolv
     stack.control("halt")
     stack.wait(lambda: stack.sim.call(lambda g: not g.broker.working_orders()), "no working orders")
     time.sleep(1.0)
-    positions = stack.feed.of_kind(RecordKind.POSITION)
-    last = positions[positions["instrument_id"] == EURUSD][-1]
-    assert last["quantity"] == stack.sim.call(lambda g: g.broker.positions[EURUSD].quantity)
+    last, broker = last_positions(stack)
+    assert last["quantity"] == broker["quantity"] == stack.sim.call(lambda g: g.broker.positions[EURUSD].quantity)
     assert stack.gateway.terminate() == 0
