@@ -63,7 +63,7 @@ def _replay_facts(r: dict) -> str:
     drain = d.get("runner_drain")
     if drain:
         out += (
-            f"; runner.py's drain of the feed between kernel calls (its _ring_range and keep filter) costs "
+            f"; runner.py's drain of the feed between kernel calls (its Collector, copying only the kept records) costs "
             f"{drain['runner_drain_ns_per_record']:.0f} ns per feed record"
         )
     return out
