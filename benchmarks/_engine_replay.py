@@ -25,7 +25,7 @@ from quayside.core.engine.state import Rings, inbound_views
 from quayside.core.feed.segment import W_PRODUCER_POSITION, RingType, private_segment
 from quayside.core.jit import kernel
 from quayside.core.replay.collect import Collector
-from quayside.core.replay.runner import _KEEP, ReplayConfig, run_replay
+from quayside.core.replay.runner import _KEEP, ReplayConfig, drain_budget, run_replay
 from quayside.core.replay.venue import C_EQUITY_N, C_FILLS, VenueConfig, allocate_venue
 from quayside.core.risk.config import InstrumentLimits, RiskConfig
 from quayside.core.wire import RECORD_SIZE, RecordKind
@@ -124,7 +124,7 @@ class ReplayState:
         self.ev = inbound_views(words)
         self.n = len(words)
         self.cursors = np.zeros(2, dtype=np.int64)
-        self.budget = config.feed_capacity // 2
+        self.budget = drain_budget(config.feed_capacity)
 
 
 def drain_cost(capacity: int, repeats: int = 5) -> dict:
