@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK_FLAGS := --generate-hashes --no-emit-index-url --no-emit-find-links --python-version 3.11 --native-tls --quiet
 
-.PHONY: help setup demo backtest feed-demo test test-fast lint format bench lock docs clean
+.PHONY: help setup demo backtest feed-demo test test-fast lint format bench bench-peers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,15 @@ format: setup ## apply ruff's fixes and formatting
 
 bench: setup ## every benchmark: one table, JSON and plots in benchmarks/results/ (BENCH_FLAGS="--quick --only feed,engine")
 	$(BIN)/quayside bench $(BENCH_FLAGS)
+
+bench-peers: .venv-peers/.installed ## hftbacktest and NautilusTrader beside Quayside's replay, in .venv-peers (BENCH_FLAGS=--quick)
+	.venv-peers/bin/python -m benchmarks.peers $(BENCH_FLAGS)
+
+.venv-peers/.installed: requirements-peers.lock pyproject.toml
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-peers.lock
+	.venv-peers/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
 
 docs: setup ## regenerate docs/wire-format.md from the dtypes
 	$(BIN)/python -m quayside.core.wire > docs/wire-format.md

@@ -30,7 +30,7 @@ def figure(row: dict) -> tuple[float, str, str] | None:
 
 
 def format_figure(value: float, unit: str) -> str:
-    if unit.endswith("/s"):
+    if unit.endswith("/s") or "/CPU-s" in unit:  # rates, also per CPU-second
         if value >= 1e6:
             return f"{value / 1e6:.2f}M {unit}"
         if value >= 1e3:

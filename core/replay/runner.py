@@ -78,7 +78,9 @@ class ReplayConfig(BaseModel):
     venue: VenueConfig = VenueConfig()
     registry: str | None = Field(default=None, description="instrument registry TOML; None = built-in")
     fx_fallback: dict[str, float] = Field(default_factory=dict)
-    feed_capacity: int = Field(default=1 << 20, ge=1 << 10)
+    feed_capacity: int = Field(
+        default=1 << 15, ge=1 << 10, description="the private feed ring (records); twice the drain"
+    )
     write_feed: bool = Field(default=True, description="write feed.qsf with every feed record")
 
 
