@@ -2,6 +2,10 @@
 segments and processes (also on Ctrl-C), latency statistics, machine facts, the table, and the
 result file every module writes (the shape the suite, ``benchmarks/suite.py``, reads).
 
+Every module's command line is built here too (:func:`module_parser`, :func:`selected`,
+:func:`apply_nice`, :func:`run_main`), so that ``--quick``, ``--out``, ``--only``, ``--retries``
+and ``--nice`` mean the same everywhere and the suite can pass them to any module.
+
 The result file (``SCHEMA`` 1) is one JSON object: ``benchmark`` (the module's name), ``quick``,
 ``groups``, ``started``, ``seconds``, ``machine`` (:func:`machine_info`), ``config``,
 ``measurements``, ``targets``, ``errors`` (``[{group, error}]``) and ``notes``; or, from a module
@@ -21,6 +25,7 @@ have ``id``, ``description``, ``verdict`` (PASS, FAIL, INCONCLUSIVE or NOT RUN) 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import json
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +63,22 @@ __all__ = [
     "log_histogram",
     "machine_info",
     "format_table",
+    "render_table",
     "jsonable",
     "write_result",
     "skipped",
+    "RESULTS",
+    "module_parser",
+    "finish",
+    "apply_nice",
+    "run_main",
 ]
 
 #: ``"A,B"``: the CPUs to pin to instead of 0 and 1 (the suite sets it from the host's isolated CPUs).
 CPUS_ENV = "QUAYSIDE_BENCH_CPUS"
 SCHEMA = 1
+#: Where a module writes its result file by default (``<name>.json``).
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _bench_cpus() -> tuple[int, int]:
@@ -416,16 +430,20 @@ def format_table(rows: list[dict]) -> str:
                 r.get("verdict", ""),
             ]
         )
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    right = {1, 2, 3, 4, 5, 6, 7}
+    return render_table(head, body, right={1, 2, 3, 4, 5, 6, 7})
 
-    def line(cells):
+
+def render_table(head: list[str], body: list[list[str]], right: set[int]) -> str:
+    """``head``, a rule and the ``body`` rows in columns as wide as their widest cell, two spaces
+    apart; the columns numbered in ``right`` (figures) aligned right, the others left."""
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
         return "  ".join(
             c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
+        ).rstrip()
 
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(head), sep, *(line(b) for b in body)])
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)])
 
 
 def jsonable(obj):
@@ -450,3 +468,119 @@ def skipped(path: Path, benchmark: str, reason: str) -> int:
     write_result(path, {"benchmark": benchmark, "skipped": reason})
     print(f"{benchmark}: SKIPPED: {reason}")
     return 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def module_parser(
+    name: str,
+    doc: str,
+    quick_help: str,
+    *,
+    choices: Sequence[str] = (),
+    default: Sequence[str] | None = None,
+    kind: str = "group",
+    only_help: str | None = None,
+    retries: str | None = None,
+    nice: bool = False,
+) -> argparse.ArgumentParser:
+    """The options every benchmark module takes: ``--quick`` (``quick_help`` says what it cuts)
+    and ``--out`` (default ``benchmarks/results/<name>.json``); when there are ``choices`` to
+    pick from, ``--only KIND,...``, read into ``args.<kind>s`` (a list; ``default``, else all
+    of them, without it; an unknown name is a usage error naming the choices); ``--retries N`` when
+    ``retries`` names what is repeated ("a run"); ``--nice N`` with ``nice`` (apply it with
+    :func:`apply_nice`). ``doc`` is the module's docstring: its first paragraph is the description."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / f"{name}.json",
+        help=f"JSON result file (default: benchmarks/results/{name}.json)",
+    )
+    if choices:
+        p.add_argument(
+            "--only",
+            dest=f"{kind}s",
+            type=_selection(choices, kind),
+            default=list(choices if default is None else default),
+            metavar=f"{kind.upper()},...",
+            help=only_help or f"run only these {kind}s: {', '.join(choices)}",
+        )
+    if retries:
+        p.add_argument(
+            "--retries",
+            type=int,
+            default=2,
+            metavar="N",
+            help=f"repeat {retries} that missed its target while other processes took more than "
+            f"{PREEMPTED * 100:.0f}%% of its CPU time, up to N times; a passing attempt, else the least disturbed one, "
+            "is kept (default: 2)",
+        )
+    if nice:
+        p.add_argument(
+            "--nice",
+            type=int,
+            default=0,
+            metavar="N",
+            help="run at this nice value (every child inherits it); a negative one (needs CAP_SYS_NICE) makes a "
+            "shared machine's other processes yield to the benchmark, at their expense (default: 0)",
+        )
+    return p
+
+
+def _selection(choices: Sequence[str], kind: str) -> Callable[[str], list[str]]:
+    def names(text: str) -> list[str]:
+        picked = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = sorted(set(picked) - set(choices))
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind}(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(choices)}"
+            )
+        return picked
+
+    return names
+
+
+def apply_nice(n: int) -> int:
+    """Run this process (and every child forked after) at nice ``n``, saying so on stderr when
+    that is refused (a negative value needs CAP_SYS_NICE); returns the nice value it runs at."""
+    if n:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, n)
+        except OSError as exc:
+            print(f"cannot set nice {n}: {exc}; running at {os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def run_main(fn: Callable[..., int], *args) -> int:
+    """``fn(*args)``, with Ctrl-C ending it as 130 and one line instead of a traceback (the
+    :class:`Workspace` in ``fn`` has killed the children and removed the segments by then)."""
+    try:
+        return fn(*args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: children killed, shared memory removed", file=sys.stderr)
+        return 130
+
+
+def finish(
+    args: argparse.Namespace, name: str, started: float, groups: list[str], machine: dict, config: dict, **fields
+) -> int:
+    """Write the module's result file: the fields every one has (``benchmark`` ``name``,
+    ``quick``, ``groups``, ``started`` and ``seconds`` from ``started``, a ``time.time()``,
+    ``machine``, ``config``), then ``fields``; say where; the exit code: 1 if it holds
+    ``errors``, else 0."""
+    doc = {
+        "benchmark": name,
+        "quick": args.quick,
+        "groups": groups,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine,
+        "config": config,
+        **fields,
+    }
+    write_result(args.out, doc)
+    print(f"wrote {args.out} ({doc['seconds']} s)")
+    return 1 if doc.get("errors") else 0

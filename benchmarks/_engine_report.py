@@ -17,7 +17,7 @@ processes is INCONCLUSIVE, not FAIL: on a shared machine that run measured the n
 
 from __future__ import annotations
 
-from benchmarks._common import PREEMPTED
+from benchmarks._common import PREEMPTED, render_table
 
 __all__ = [
     "TARGET_REPLAY",
@@ -231,16 +231,7 @@ def format_table(rows: list[dict]) -> str:
                 r.get("verdict", ""),
             ]
         )
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    right = {1, 2, 3, 4, 5, 6}
-
-    def line(cells):
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(head), sep, *(line(b) for b in body)])
+    return render_table(head, body, right={1, 2, 3, 4, 5, 6})
 
 
 def format_targets(targets: list[dict]) -> str:

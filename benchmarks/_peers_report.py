@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks._common import render_table
 from benchmarks._engine_report import format_targets
 from benchmarks._peers_hft import LATENCY_NS
 from quayside.core import wire
@@ -345,12 +346,4 @@ def format_table(rows: list[dict]) -> str:
                 r.get("verdict", ""),
             ]
         )
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    right = {1, 2, 3, 4, 5, 6}
-
-    def line(cells):
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)])
+    return render_table(head, body, right={1, 2, 3, 4, 5, 6})

@@ -39,7 +39,18 @@ from pathlib import Path
 
 from benchmarks import _broker_peer as peer
 from benchmarks._broker_stack import POLL_SLEEP_S, GatewayProcess, Sim, drain_for, order_round_trips
-from benchmarks._common import Child, ChildError, Workspace, cpu_busy, latency_stats, machine_info, write_result
+from benchmarks._common import (
+    Child,
+    ChildError,
+    Workspace,
+    cpu_busy,
+    finish,
+    latency_stats,
+    machine_info,
+    module_parser,
+    render_table,
+    run_main,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("round_trip", "ticks")
@@ -214,14 +225,7 @@ def format_table(rows: list[dict]) -> str:
                 r.get("compare", ""),
             ]
         )
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-
-    def line(cells):
-        return "  ".join(
-            c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)])
+    return render_table(head, body, right=set(range(1, 8)))
 
 
 RUNNERS = {"round_trip": run_round_trip, "ticks": run_ticks}
@@ -252,32 +256,12 @@ def notes(run: Run) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.broker", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer orders and a shorter tick window (about a minute)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "broker.json",
-        help="JSON result file (default: benchmarks/results/broker.json)",
-    )
-    p.add_argument("--only", metavar="GROUP,...", help=f"run only these groups: {', '.join(GROUPS)}")
-    args = p.parse_args(argv)
-    args.groups = list(GROUPS)
-    if args.only:
-        args.groups = [g.strip() for g in args.only.split(",") if g.strip()]
-        unknown = sorted(set(args.groups) - set(GROUPS))
-        if unknown:
-            p.error(f"unknown group(s) {', '.join(unknown)}; the groups are {', '.join(GROUPS)}")
-    return args
+    p = module_parser("broker", __doc__, "fewer orders and a shorter tick window (about a minute)", choices=GROUPS)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: processes stopped, shared memory removed", file=sys.stderr)
-        return 130
+    return run_main(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -294,24 +278,20 @@ def _main(args: argparse.Namespace) -> int:
     all_notes = notes(run)
     for note in all_notes:
         print(f"note: {note}")
-    result = {
-        "benchmark": "broker",
-        "quick": args.quick,
-        "groups": args.groups,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg,
-        "measurements": run.rows,
-        "targets": [],
-        "background_busy_before_group": run.background,
-        "details": run.details,
-        "errors": run.errors,
-        "notes": all_notes,
-    }
-    write_result(args.out, result)
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if run.errors else 0
+    return finish(
+        args,
+        "broker",
+        started,
+        args.groups,
+        machine,
+        cfg,
+        measurements=run.rows,
+        targets=[],
+        background_busy_before_group=run.background,
+        details=run.details,
+        errors=run.errors,
+        notes=all_notes,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import Workspace, format_table, jsonable, latency_stats, machine_info
+from benchmarks._common import (
+    Workspace,
+    finish,
+    format_table,
+    latency_stats,
+    machine_info,
+    module_parser,
+    run_main,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUAYSIDE = str(Path(sys.executable).with_name("quayside"))
@@ -176,19 +184,14 @@ def evaluate(rows: list[dict]) -> list[dict]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.dashboard", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer fills (well under a minute)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "dashboard.json",
-        help="JSON result file (default: benchmarks/results/dashboard.json)",
-    )
-    return p.parse_args(argv)
+    return module_parser("dashboard", __doc__, "fewer fills (well under a minute)").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_main(_main, parse_args(argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     cfg = plan(args.quick)
     started = time.time()
     machine = machine_info(ROOT)
@@ -211,23 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"error: {e['error']}", file=sys.stderr)
     machine["loadavg_at_end"] = list(os.getloadavg())
-    result = {
-        "benchmark": "dashboard",
-        "quick": args.quick,
-        "groups": ["dashboard"],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg,
-        "measurements": rows,
-        "targets": targets,
-        "errors": errors,
-        "notes": ["times are wall-clock (CLOCK_REALTIME) on one host: publisher, service and browser"],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=jsonable) + "\n")
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if errors else 0
+    return finish(
+        args,
+        "dashboard",
+        started,
+        ["dashboard"],
+        machine,
+        cfg,
+        measurements=rows,
+        targets=targets,
+        errors=errors,
+        notes=["times are wall-clock (CLOCK_REALTIME) on one host: publisher, service and browser"],
+    )
 
 
 if __name__ == "__main__":

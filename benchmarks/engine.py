@@ -47,9 +47,11 @@ from benchmarks._common import (
     OnCpu,
     Workspace,
     cpu_busy,
+    finish,
     latency_stats,
     machine_info,
-    write_result,
+    module_parser,
+    run_main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -660,41 +662,23 @@ def notes(machine: dict, run: Run) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--quick", action="store_true", help="fewer runs and round trips, no cold start (well under a minute)"
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "engine.json",
-        help="JSON result file (default: benchmarks/results/engine.json)",
-    )
-    p.add_argument(
-        "--only",
-        metavar="GROUP,...",
-        help=f"run only these groups: {', '.join(GROUPS)} (default: all but profile)",
+    p = module_parser(
+        "engine",
+        __doc__,
+        "fewer runs and round trips, no cold start (well under a minute)",
+        choices=GROUPS,
+        default=DEFAULT_GROUPS,
+        only_help=f"run only these groups: {', '.join(GROUPS)} (default: all but profile)",
     )
     p.add_argument("--profile", action="store_true", help="also run the profile group (replay loop variants)")
     args = p.parse_args(argv)
-    args.groups = list(DEFAULT_GROUPS)
-    if args.only:
-        args.groups = [g.strip() for g in args.only.split(",") if g.strip()]
-        unknown = sorted(set(args.groups) - set(GROUPS))
-        if unknown:
-            p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     if args.profile and "profile" not in args.groups:
         args.groups.insert(args.groups.index("replay") + 1 if "replay" in args.groups else 0, "profile")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: processes killed, shared memory removed", file=sys.stderr)
-        return 130
+    return run_main(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -720,24 +704,20 @@ def _main(args: argparse.Namespace) -> int:
     all_notes = notes(machine, run)
     for note in all_notes:
         print(f"note: {note}")
-    result = {
-        "benchmark": "engine",
-        "quick": args.quick,
-        "groups": args.groups,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg,
-        "data": run._data.source | {"description": run._data.description} if run._data else None,
-        "measurements": run.rows,
-        "targets": targets,
-        "background_busy_before_group": run.background,
-        "errors": run.errors,
-        "notes": all_notes,
-    }
-    write_result(args.out, result)
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if run.errors else 0
+    return finish(
+        args,
+        "engine",
+        started,
+        args.groups,
+        machine,
+        cfg,
+        data=run._data.source | {"description": run._data.description} if run._data else None,
+        measurements=run.rows,
+        targets=targets,
+        background_busy_before_group=run.background,
+        errors=run.errors,
+        notes=all_notes,
+    )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,15 @@ from benchmarks._common import (
     CPU_B,
     ChildError,
     Workspace,
+    apply_nice,
     best_attempt,
     cpu_busy,
+    finish,
     format_table,
     latency_stats,
     machine_info,
-    write_result,
+    module_parser,
+    run_main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,62 +311,27 @@ RUNNERS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.feed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer iterations and records (well under a minute)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "feed.json",
-        help="JSON result file (default: benchmarks/results/feed.json)",
+    p = module_parser(
+        "feed",
+        __doc__,
+        "fewer iterations and records (well under a minute)",
+        choices=GROUPS,
+        retries="a throughput or UDP run",
+        nice=True,
     )
-    p.add_argument("--only", metavar="GROUP,...", help=f"run only these groups: {', '.join(GROUPS)}")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        metavar="N",
-        help="repeat a throughput or UDP run that missed its target while other processes took more than "
-        "10%% of its CPU time, up to N times; a passing attempt, else the least disturbed one, is kept (default: 2)",
-    )
-    p.add_argument(
-        "--nice",
-        type=int,
-        default=0,
-        metavar="N",
-        help="run at this nice value (every child inherits it); a negative one (needs CAP_SYS_NICE) makes a "
-        "shared machine's other processes yield to the benchmark, at their expense (default: 0)",
-    )
-    args = p.parse_args(argv)
-    args.groups = list(GROUPS)
-    if args.only:
-        args.groups = [g.strip() for g in args.only.split(",") if g.strip()]
-        unknown = sorted(set(args.groups) - set(GROUPS))
-        if unknown:
-            p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: children killed, shared memory removed", file=sys.stderr)
-        return 130
+    return run_main(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
     cfg = plan(args.quick)
     started = time.time()
-    if args.nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-        except OSError as exc:
-            print(
-                f"cannot set nice {args.nice}: {exc}; running at {os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr
-            )
+    nice = apply_nice(args.nice)
     machine = machine_info(ROOT)
-    machine["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+    machine["nice"] = nice
     with Workspace() as ws:
         run = Run(ws, cfg, args.retries)
         if {"pingpong", "throughput", "udp"} & set(args.groups):
@@ -383,23 +351,19 @@ def _main(args: argparse.Namespace) -> int:
     notes = _report.notes(machine, run.unpinned, run.rows, run.background)
     for note in notes:
         print(f"note: {note}")
-    result = {
-        "benchmark": "feed",
-        "quick": args.quick,
-        "groups": args.groups,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg,
-        "measurements": run.rows,
-        "targets": targets,
-        "background_busy_before_group": run.background,
-        "errors": run.errors,
-        "notes": notes,
-    }
-    write_result(args.out, result)
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if run.errors else 0
+    return finish(
+        args,
+        "feed",
+        started,
+        args.groups,
+        machine,
+        cfg,
+        measurements=run.rows,
+        targets=targets,
+        background_busy_before_group=run.background,
+        errors=run.errors,
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

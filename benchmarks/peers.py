@@ -39,7 +39,17 @@ import traceback
 from pathlib import Path
 
 from benchmarks import _peers_report as report
-from benchmarks._common import Child, ChildError, Workspace, cpu_busy, machine_info, skipped, write_result
+from benchmarks._common import (
+    Child,
+    ChildError,
+    Workspace,
+    cpu_busy,
+    finish,
+    machine_info,
+    module_parser,
+    run_main,
+    skipped,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_VENV = ROOT / ".venv-peers"
@@ -218,23 +228,15 @@ def _drop(system: str, children: dict, errors: list[dict], exc: Exception) -> No
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer runs, NautilusTrader on fewer events (a minute or two)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "peers.json",
-        help="JSON result file (default: benchmarks/results/peers.json)",
+    p = module_parser(
+        "peers",
+        __doc__,
+        "fewer runs, NautilusTrader on fewer events (a minute or two)",
+        choices=tuple(PEERS),
+        kind="peer",
+        only_help=f"measure only these peers: {', '.join(PEERS)}",
     )
-    p.add_argument("--only", metavar="PEER,...", help=f"measure only these peers: {', '.join(PEERS)}")
-    args = p.parse_args(argv)
-    args.peers = list(PEERS)
-    if args.only:
-        args.peers = [g.strip() for g in args.only.split(",") if g.strip()]
-        unknown = sorted(set(args.peers) - set(PEERS))
-        if unknown or not args.peers:
-            p.error(f"unknown peer(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(PEERS)}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,11 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{missing} not installed in {sys.prefix} (an optional dependency group): `make bench-peers` "
             f"installs them into {PEERS_VENV.name} from requirements-peers.lock and runs this benchmark there",
         )
-    try:
-        return _main(args, peers)
-    except KeyboardInterrupt:
-        print("\ninterrupted: children killed", file=sys.stderr)
-        return 130
+    return run_main(_main, args, peers)
 
 
 def _main(args: argparse.Namespace, peers: dict[str, dict]) -> int:
@@ -294,25 +292,21 @@ def _main(args: argparse.Namespace, peers: dict[str, dict]) -> int:
     print(report.format_targets(targets))
     for note in notes:
         print(f"note: {note}")
-    result = {
-        "benchmark": "peers",
-        "quick": args.quick,
-        "groups": systems,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg | {"strategy": crossover_params()},
-        "data": data.source | {"description": data.description},
-        "peers": peers,
-        "measurements": rows,
-        "targets": targets,
-        "background_busy_before": background,
-        "errors": errors,
-        "notes": notes,
-    }
-    write_result(args.out, result)
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if errors else 0
+    return finish(
+        args,
+        "peers",
+        started,
+        systems,
+        machine,
+        cfg | {"strategy": crossover_params()},
+        data=data.source | {"description": data.description},
+        peers=peers,
+        measurements=rows,
+        targets=targets,
+        background_busy_before=background,
+        errors=errors,
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

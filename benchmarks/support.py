@@ -33,7 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import _report
-from benchmarks._common import PREEMPTED, Workspace, best_attempt, format_table, machine_info, write_result
+from benchmarks._common import (
+    PREEMPTED,
+    Workspace,
+    apply_nice,
+    best_attempt,
+    finish,
+    format_table,
+    machine_info,
+    module_parser,
+    run_main,
+)
 from benchmarks._support_feed import bench_feed, mix, record_replay
 from benchmarks._support_run import SERVICES, run_preemption, run_summary, service_run
 from benchmarks.feed import Run
@@ -188,55 +198,28 @@ def format_targets(targets: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.support", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer records and a shorter paced run (about a minute)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "support.json",
-        help="JSON result file (default: benchmarks/results/support.json)",
+    p = module_parser(
+        "support",
+        __doc__,
+        "fewer records and a shorter paced run (about a minute)",
+        choices=SERVICES,
+        kind="service",
+        retries="a run",
+        nice=True,
     )
-    p.add_argument("--only", metavar="SERVICE,...", help=f"run only these services: {', '.join(SERVICES)}")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        metavar="N",
-        help="repeat a run that missed its target while other processes took more than 10%% of its CPU time, "
-        "up to N times; a passing attempt, else the least disturbed one, is kept (default: 2)",
-    )
-    p.add_argument(
-        "--nice", type=int, default=0, metavar="N", help="run at this nice value (every child inherits it; default: 0)"
-    )
-    args = p.parse_args(argv)
-    args.services = list(SERVICES)
-    if args.only:
-        args.services = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = sorted(set(args.services) - set(SERVICES))
-        if unknown:
-            p.error(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: children killed, shared memory removed", file=sys.stderr)
-        return 130
+    return run_main(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
     cfg = plan(args.quick)
     started = time.time()
-    if args.nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-        except OSError as exc:
-            print(f"cannot set nice {args.nice}: {exc}", file=sys.stderr)
+    nice = apply_nice(args.nice)
     machine = machine_info(ROOT)
-    machine["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+    machine["nice"] = nice
     with Workspace() as ws:
         run = Run(ws, cfg, args.retries)
         t0 = time.perf_counter()
@@ -264,24 +247,20 @@ def _main(args: argparse.Namespace) -> int:
     notes = _report.notes(machine, run.unpinned, run.rows, run.background)
     for note in notes:
         print(f"note: {note}")
-    result = {
-        "benchmark": "support",
-        "quick": args.quick,
-        "groups": ["ring", *args.services],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "machine": machine,
-        "config": cfg | {"target_records_per_s": TARGET, "paced_offered_records_per_s": TARGET * HEADROOM},
-        "feed": {"records": n, "replay_records": len(pattern), "mix": kinds, "feed_time_ns_per_record": 1e9 / TARGET},
-        "measurements": run.rows,
-        "targets": targets,
-        "background_busy_before_group": run.background,
-        "errors": run.errors,
-        "notes": notes,
-    }
-    write_result(args.out, result)
-    print(f"wrote {args.out} ({result['seconds']} s)")
-    return 1 if run.errors else 0
+    return finish(
+        args,
+        "support",
+        started,
+        ["ring", *args.services],
+        machine,
+        cfg | {"target_records_per_s": TARGET, "paced_offered_records_per_s": TARGET * HEADROOM},
+        feed={"records": n, "replay_records": len(pattern), "mix": kinds, "feed_time_ns_per_record": 1e9 / TARGET},
+        measurements=run.rows,
+        targets=targets,
+        background_busy_before_group=run.background,
+        errors=run.errors,
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

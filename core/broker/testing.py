@@ -394,6 +394,17 @@ class GatewayRig:
     def wait_quotes(self, iid: int, count: int = 1, timeout: float = 30.0) -> None:
         self.engine.wait(RecordKind.QUOTE, count=count, timeout=timeout, instrument_id=iid)
 
+    def settle(self, *iids: int, pause: bool = True) -> GatewayRig:
+        """Wait for a quote of each of ``iids`` on the feed, pause the simulator's market (with
+        ``pause``: prices then hold still, so a test's orders meet the book it read) and wait for
+        the gateway to be connected and synced; returns the rig."""
+        for iid in iids:
+            self.wait_quotes(iid)
+        if pause:
+            self.sim.command("pause")
+        self.wait_ready()
+        return self
+
     # ---- the exactness check
 
     def check_fills_exact(self, timeout: float = 30.0) -> dict:
@@ -437,3 +448,9 @@ class GatewayRig:
         finally:
             self.engine.close()
             self.sim.stop()
+
+    def __enter__(self) -> GatewayRig:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -30,13 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="replay configuration (TOML): strategy, risk, venue")
     p.add_argument("--strategy", help="strategy: crossover, market_maker, a module path or a .py file")
     p.add_argument("--instruments", help="comma-separated symbols to trade (default: the data's)")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="strategy parameter (VALUE is JSON, e.g. --param fast_span=10); repeatable",
-    )
+    add_param_option(p)
     p.add_argument("--seed", type=int, default=7, help="synthetic market seed (default 7)")
     p.add_argument("--duration-s", type=float, default=3600.0, help="synthetic market length (default 3600 s)")
     p.add_argument(
@@ -51,12 +45,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def _parse_params(items: list[str]) -> dict:
+def add_param_option(p: argparse.ArgumentParser) -> None:
+    """``--param KEY=VALUE``, repeatable: the strategy parameters of a command that runs one
+    (``quayside replay``, ``quayside demo``), read with :func:`parse_params`."""
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="strategy parameter (VALUE is JSON, e.g. --param fast_span=10); repeatable",
+    )
+
+
+def parse_params(items: list[str]) -> dict:
+    """The ``--param`` items as a dict: VALUE parsed as JSON, or kept as text where it is not
+    JSON (``--param name=fast``); ValueError naming an item that is not KEY=VALUE."""
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"quayside replay: --param wants KEY=VALUE, got {item!r}")
+            raise ValueError(f"--param wants KEY=VALUE (VALUE as JSON), got {item!r}")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -86,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
         if args.instruments:
             overrides["instruments"] = [s.strip() for s in args.instruments.split(",") if s.strip()]
         if args.param:
-            overrides["params"] = {**(overrides.get("params", config.strategy.params)), **_parse_params(args.param)}
+            overrides["params"] = {**(overrides.get("params", config.strategy.params)), **parse_params(args.param)}
         if overrides:
             strategy = config.strategy.model_copy(update=overrides)
             config = config.model_copy(update={"strategy": strategy})

@@ -27,6 +27,7 @@ def _positive(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from quayside.core.broker.sim.commands import _speed
+    from quayside.core.replay.commands import add_param_option
 
     p = sub.add_parser(
         "demo",
@@ -41,13 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--duration", type=_positive, help="stop after S seconds of running (default: until Ctrl-C)")
     p.add_argument("--strategy", default="crossover", help="crossover (default), market_maker, a module or a .py file")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="strategy parameter (VALUE is JSON), e.g. --param fast_span=10; repeatable",
-    )
+    add_param_option(p)
     p.add_argument("--speed", type=_speed, default=1.0, help="market speed, times real time (default 1; 'max')")
     p.add_argument("--seed", type=int, default=7, help="synthetic market seed (default 7)")
     p.add_argument(
@@ -90,14 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from quayside.core.replay.commands import _parse_params
+    from quayside.core.replay.commands import parse_params
     from quayside.stack.plan import DemoOptions, PlanError, build_plan
     from quayside.stack.supervisor import Supervisor
 
     try:
-        params = _parse_params(args.param)
-    except SystemExit:
-        print("quayside demo: --param wants KEY=VALUE (VALUE as JSON), e.g. --param fast_span=10", file=sys.stderr)
+        params = parse_params(args.param)
+    except ValueError as exc:
+        print(f"quayside demo: {exc}", file=sys.stderr)
         return 2
     options = DemoOptions(
         run_dir=args.run_dir,

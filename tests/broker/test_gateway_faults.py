@@ -9,7 +9,7 @@ import time
 import pytest
 
 from quayside.core import wire
-from quayside.core.broker.sim.testing import DecodeErrorWatch
+from quayside.core.broker.sim.testing import no_decode_errors
 from quayside.core.broker.testing import BackgroundBrokerGateway, GatewayRig, wait_for
 from quayside.core.wire import ControlCommand, Flag, LogCode, OrderStatus, RecordKind, Side
 
@@ -18,9 +18,8 @@ EURUSD, AAPL = 1, 3
 
 @pytest.fixture(autouse=True)
 def decode_errors():
-    with DecodeErrorWatch() as watch:
+    with no_decode_errors() as watch:
         yield watch
-    assert not watch.problems, "ib_insync could not decode:\n" + "\n".join(watch.problems)
 
 
 @pytest.fixture
@@ -30,12 +29,7 @@ def rigs(shm_dir):
     def make(sim_options=None, *, pause=True, **options) -> GatewayRig:
         rig = GatewayRig(shm_dir, sim_options, **options)
         made.append(rig)
-        rig.wait_quotes(EURUSD)
-        rig.wait_quotes(AAPL)
-        if pause:
-            rig.sim.command("pause")
-        rig.wait_ready()
-        return rig
+        return rig.settle(EURUSD, AAPL, pause=pause)
 
     yield make
     for rig in made:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from quayside.core import wire
-from quayside.core.broker.sim.testing import DecodeErrorWatch
+from quayside.core.broker.sim.testing import no_decode_errors
 from quayside.core.broker.testing import GatewayRig
 from quayside.core.instruments import default_registry
 from quayside.core.wire import Flag, LogCode, PositionOrigin, RecordKind, Side
@@ -23,19 +23,14 @@ EURUSD, AAPL = 1, 3
 
 @pytest.fixture(autouse=True)
 def decode_errors():
-    with DecodeErrorWatch() as watch:
+    with no_decode_errors() as watch:
         yield watch
-    assert not watch.problems, "ib_insync could not decode:\n" + "\n".join(watch.problems)
 
 
 @pytest.fixture
 def rig(shm_dir):
-    r = GatewayRig(shm_dir)
-    r.wait_quotes(AAPL)
-    r.sim.command("pause")
-    r.wait_ready()
-    yield r
-    r.close()
+    with GatewayRig(shm_dir) as r:
+        yield r.settle(AAPL)
 
 
 def broker_positions(rig: GatewayRig, iid: int | None = None) -> list[np.void]:

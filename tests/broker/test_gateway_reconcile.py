@@ -10,7 +10,7 @@ import time
 import pytest
 from ib_insync import LimitOrder, Stock
 
-from quayside.core.broker.sim.testing import DecodeErrorWatch, Harness, wait_until
+from quayside.core.broker.sim.testing import Harness, no_decode_errors, wait_until
 from quayside.core.broker.testing import GatewayRig
 from quayside.core.wire import ControlCommand, LogCode, OrderStatus, RecordKind, Side
 
@@ -19,19 +19,14 @@ EURUSD, AAPL = 1, 3
 
 @pytest.fixture(autouse=True)
 def decode_errors():
-    with DecodeErrorWatch() as watch:
+    with no_decode_errors() as watch:
         yield watch
-    assert not watch.problems, "ib_insync could not decode:\n" + "\n".join(watch.problems)
 
 
 @pytest.fixture
 def rig(shm_dir):
-    r = GatewayRig(shm_dir)
-    r.wait_quotes(AAPL)
-    r.sim.command("pause")
-    r.wait_ready()
-    yield r
-    r.close()
+    with GatewayRig(shm_dir) as r:
+        yield r.settle(AAPL)
 
 
 def shift_position(rig: GatewayRig, iid: int, delta: float) -> None:

@@ -2,7 +2,8 @@
 
 * :class:`DecodeErrorWatch` collects what ib_insync logs when it cannot decode a message
   (``Error handling fields``, or any error from its decoder): ib_insync catches those and only
-  logs them, so a malformed message would otherwise just lose an event silently.
+  logs them, so a malformed message would otherwise just lose an event silently;
+  :func:`no_decode_errors` is the watch as a test's autouse fixture wants it.
 * :func:`wait_until` runs ib_insync's event loop until a condition holds, or fails saying what
   it waited for.
 * :class:`IbEventLoop` gives the main thread the event loop ib_insync's synchronous API runs
@@ -17,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["DecodeErrorWatch", "IbEventLoop", "wait_until", "wait_disconnected", "Harness"]
+__all__ = ["DecodeErrorWatch", "no_decode_errors", "IbEventLoop", "wait_until", "wait_disconnected", "Harness"]
 
 DECODE_ERROR = "Error handling fields"
 
@@ -62,6 +63,15 @@ class DecodeErrorWatch(logging.Handler):
             for r in self.records
             if (logger_name is None or r.name == logger_name) and contains in r.getMessage()
         ]
+
+
+@contextlib.contextmanager
+def no_decode_errors() -> Iterator[DecodeErrorWatch]:
+    """A :class:`DecodeErrorWatch` over the block, which then fails (AssertionError listing them)
+    if ib_insync could not decode anything during it."""
+    with DecodeErrorWatch() as watch:
+        yield watch
+    assert not watch.problems, "ib_insync could not decode:\n" + "\n".join(watch.problems)
 
 
 class IbEventLoop:
