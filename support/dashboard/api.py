@@ -109,9 +109,13 @@ def add_routes(svc: DashboardService, app: FastAPI) -> None:
             return svc.summary()["positions"]
 
     @app.get("/api/equity", response_model=EquityCurve, tags=["panels"])
-    def equity() -> dict:
+    def equity(
+        max_points: int | None = Query(
+            default=None, ge=2, le=1_000_000, description="thin the curve to this many points"
+        ),
+    ) -> dict:
         with svc.lock:
-            return svc.equity_curve()
+            return svc.equity_curve(max_points)
 
     @app.get("/api/limits", response_model=list[LimitRow], tags=["panels"])
     def limits() -> list:

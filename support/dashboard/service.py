@@ -177,14 +177,17 @@ class DashboardService(Service):
             for row in self.state.monitor.utilisation()
         ]
 
-    def equity_curve(self) -> dict:
+    def equity_curve(self, max_points: int | None = None) -> dict:
+        """The curve, thinned to at most ``max_points``: the page draws it on the browser's main
+        thread, where twenty thousand points would hold up the live updates behind it."""
+        curve = list(self.state.monitor.curve)
         return json_safe(
             {
                 "account_currency": self.state.monitor.ledger.account_currency,
                 "every_s": self.config.equity_every_s,
                 "points": [
                     {"ts_event": t, "equity": e, "high_water_mark": h, "drawdown": d}
-                    for t, e, h, d in self.state.monitor.curve
+                    for t, e, h, d in thin_curve(curve, max_points)
                 ],
             }
         )
@@ -269,3 +272,20 @@ class _DashboardCollector:
         c = CounterMetricFamily("quayside_dashboard_blotter_rows", "Blotter rows made from the feed")
         c.add_metric([], rows)
         yield c
+
+
+def thin_curve(points: list[tuple], max_points: int | None) -> list[tuple]:
+    """At most ``max_points`` of ``points`` (``(ts, equity, hwm, drawdown)``, in time order): from
+    each of ``max_points - 1`` equal runs the point of deepest drawdown, so no trough is lost,
+    then the newest point."""
+    if max_points is None or len(points) <= max_points:
+        return points
+    body, last = points[:-1], points[-1]
+    runs = max_points - 1
+    out = []
+    for k in range(runs):
+        run = body[k * len(body) // runs : (k + 1) * len(body) // runs]
+        if run:
+            out.append(max(run, key=lambda p: p[3]))
+    out.append(last)
+    return out

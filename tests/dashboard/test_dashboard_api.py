@@ -277,3 +277,15 @@ def test_fills_arrive_in_order_under_load(shm_dir, tmp_path):
         wait_for(lambda: summary(d.url)["fills"] == 1000, "1000 fills")
         rows = httpx.get(f"{d.url}/api/blotter", params={"limit": 5000}, timeout=10).json()["rows"]
         assert [r["fill_id"] for r in rows] == list(range(1, 1001))
+
+
+def test_the_equity_curve_is_thinned_without_losing_a_trough():
+    from quayside.support.dashboard.service import thin_curve
+
+    points = [(t, 100.0 - (t % 97), 100.0, float(t % 97)) for t in range(20_000)]
+    points[12_345] = (12_345, 0.0, 100.0, 100.0)  # the deepest drawdown of the day
+    thinned = thin_curve(points, 600)
+    assert len(thinned) <= 600
+    assert points[12_345] in thinned and thinned[-1] == points[-1]
+    assert [p[0] for p in thinned] == sorted(p[0] for p in thinned)
+    assert thin_curve(points[:10], 600) == points[:10]

@@ -170,10 +170,11 @@ function renderSummary(s) {
   const now = performance.now();
   if (now - state.lastCharts > CHART_EVERY_MS) {
     state.lastCharts = now;
-    if (changed("latency", s.latency)) setTimeout(() => renderLatency(s.latency), 0);
+    if (changed("latency", s.latency)) whenIdle(() => renderLatency(s.latency));
     if (now - state.lastEquity > 2 * CHART_EVERY_MS) {
       state.lastEquity = now;
-      fetch("/api/equity").then((r) => r.json()).then(renderEquity).catch(() => {});
+      fetch(`/api/equity?max_points=${EQUITY_POINTS}`).then((r) => r.json())
+        .then((curve) => whenIdle(() => renderEquity(curve))).catch(() => {});
     }
   }
 }
@@ -202,6 +203,14 @@ function age(s) { return s === null ? "never" : s < 1 ? `${(1000 * s).toFixed(0)
 
 const PLOT = { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: "#dde3ea", size: 11 },
   margin: { l: 50, r: 10, t: 10, b: 40 }, showlegend: true, legend: { orientation: "h" } };
+
+// Chart redraws run on the main thread, like the stream's handlers: draw them when the page is
+// idle, and few points, so that a fill is never queued behind a redraw.
+const EQUITY_POINTS = 600;
+function whenIdle(fn) {
+  if (window.requestIdleCallback) window.requestIdleCallback(fn, { timeout: 2000 });
+  else setTimeout(fn, 0);
+}
 
 function renderEquity(curve) {
   const x = curve.points.map((p) => new Date(p.ts_event / 1e6));
