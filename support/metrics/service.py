@@ -26,7 +26,8 @@ metric                                                type       from
 ``quayside_order_round_trip_seconds``                 histogram  ORDER ts_event -> first ORDER_STATUS/FILL ts_recv
 ``quayside_orders_total``                             counter    ORDER
 ``quayside_cancels_total``                            counter    CANCEL
-``quayside_fills_total``                              counter    FILL
+``quayside_fills_total``                              counter    FILL with a quantity, not a CORRECTION
+``quayside_fill_updates_total``                       counter    FILL: a late commission or a correction
 ``quayside_order_status_total{status}``               counter    ORDER_STATUS by OrderStatus name
 ``quayside_order_rejects_total``                      counter    ORDER_STATUS REJECTED
 ``quayside_orders_awaiting_answer``                   gauge      orders with no status or fill yet
@@ -183,7 +184,16 @@ class _MetricsCollector:
         yield rtt
         yield _counter("quayside_orders", "Orders the engine sent (feed ORDER records)", s.counts["orders"])
         yield _counter("quayside_cancels", "Cancels the engine sent (feed CANCEL records)", s.counts["cancels"])
-        yield _counter("quayside_fills", "Fills (feed FILL records)", s.counts["fills"])
+        yield _counter(
+            "quayside_fills",
+            "Executions (feed FILL records with a quantity, corrections not counted again)",
+            s.counts["fills"],
+        )
+        yield _counter(
+            "quayside_fill_updates",
+            "FILL records that update an execution: a late commission or a correction",
+            s.counts["fill_updates"],
+        )
         status = CounterMetricFamily("quayside_order_status", "Order status updates by status", labels=["status"])
         yield _by_enum(status, OrderStatus, s.statuses)
         yield _counter("quayside_order_rejects", "Orders the broker rejected", int(s.statuses[OrderStatus.REJECTED]))

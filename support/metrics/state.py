@@ -18,6 +18,7 @@ from prometheus_client.utils import floatToGoString
 
 from quayside.core.wire import (
     DenyReason,
+    Flag,
     LogCode,
     OrderStatus,
     RecordKind,
@@ -207,7 +208,14 @@ class MetricsState:
         if per_kind[RecordKind.ORDER_STATUS]:
             status = batch.view(order_status_dtype)["status"][is_status]
             self.statuses += np.bincount(np.minimum(status, len(self.statuses) - 1), minlength=len(self.statuses))
-        self.counts["fills"] += int(per_kind[RecordKind.FILL])
+        if per_kind[RecordKind.FILL]:
+            # executions only: the gateway sends a late commission as a second FILL record with
+            # quantity 0, and a correction replaces an execution already counted
+            f = batch.view(fill_dtype)[kinds == RecordKind.FILL]
+            late_commission = f["quantity"] == 0
+            correction = (f["flags"] & Flag.CORRECTION) != 0
+            self.counts["fills"] += int(np.count_nonzero(~late_commission & ~correction))
+            self.counts["fill_updates"] += int(np.count_nonzero(late_commission | correction))
         if not len(self.pending_ids):
             return
         answer = is_status | (kinds == RecordKind.FILL)

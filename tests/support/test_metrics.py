@@ -227,3 +227,18 @@ def test_metric_names_follow_prometheus_conventions(shm_dir):
         labels = {k for s in family.samples for k in s.labels}
         assert labels <= {"service", "stage", "reason", "status", "instrument", "level", "le"}, (family.name, labels)
     writer.close()
+
+
+def test_late_commissions_and_corrections_are_not_counted_as_new_fills(shm_dir):
+    """The gateway sends a commission that arrives after its execution as a second FILL record
+    with quantity 0, and a corrected execution as a CORRECTION: neither is another execution."""
+    svc, writer = exporter(shm_dir)
+    feed = session(5_000, t0=T0)
+    fills = typed(feed, wire.RecordKind.FILL)
+    assert len(fills) >= 2
+    late, fixed = fills[:1].copy(), fills[1:2].copy()
+    late["quantity"], late["flags"] = 0.0, late["flags"] | wire.Flag.COMMISSION_KNOWN
+    fixed["flags"] = fixed["flags"] | wire.Flag.CORRECTION
+    got = feed_through(svc, writer, np.concatenate([feed, late.view(wire.record_dtype), fixed.view(wire.record_dtype)]))
+    assert got[("quayside_fills_total", ())] == len(fills)
+    assert got[("quayside_fill_updates_total", ())] == 2
