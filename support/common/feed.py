@@ -60,7 +60,9 @@ class FeedSource:
             from quayside.core.feed.receiver import UdpReceiver
 
             host, _, port = settings.udp_bind.rpartition(":")
-            self._receiver = UdpReceiver((host or "127.0.0.1", int(port)), group=settings.udp_group)
+            self._receiver = UdpReceiver(
+                (host or "127.0.0.1", int(port)), group=settings.udp_group, interface=settings.udp_interface
+            )
 
     @property
     def producer_closed(self) -> bool:

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["FeedSettings", "HttpSettings", "ServiceSettings", "SettingsError", "load_settings"]
@@ -32,9 +32,18 @@ class FeedSettings(BaseModel):
     ring: str = Field(default="quayside-feed", description="ring name in the shm directory, or a path")
     start: Literal["live", "oldest"] = Field(default="oldest", description="where a new reader starts")
     udp_bind: str = Field(default="127.0.0.1:7000", description="HOST:PORT to receive relayed datagrams on")
-    udp_group: str | None = Field(default=None, description="multicast group to join")
+    udp_group: str | None = Field(default=None, description="multicast group to join; empty = none")
+    udp_interface: str | None = Field(
+        default=None, description="address of the interface to join the group on; empty = the default route's"
+    )
     batch: int = Field(default=8192, ge=1, description="records per read")
     idle_sleep_ms: float = Field(default=0.5, ge=0, description="sleep when the feed has nothing new")
+
+    @field_validator("udp_group", "udp_interface", mode="before")
+    @classmethod
+    def _empty_group_is_none(cls, value):
+        # compose passes an unset ${VAR:-} as an empty string
+        return None if value == "" else value
 
 
 class HttpSettings(BaseModel):

@@ -71,7 +71,7 @@ def session(
 
     q = out.view(wire.quote_dtype)
     quotes = kind == wire.RecordKind.QUOTE
-    base = np.array([1.1, 0, 190.0, 0, 5000.0])[iid]
+    base = np.array([0.0, 1.1, 0.0, 190.0, 5000.0])[iid]  # by instrument id (IDS)
     mid = base * (1 + np.cumsum(rng.normal(0, 1e-5, n)))
     q["ts_recv"][quotes] = ts[quotes]
     q["ts_event"][quotes] = ts[quotes] - 700

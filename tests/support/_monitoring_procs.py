@@ -2,7 +2,8 @@
 
 ``serve(app)`` runs a service's FastAPI app on a real socket in a thread; ``ServiceProcess``
 runs ``quayside support <name>`` as a process (settings through ``QUAYSIDE_*`` variables),
-with bounded waits that show the process's output when they time out.
+with bounded waits that show the process's output when they time out. ``CoreStack`` runs the
+real engine side (simulated broker, gateway, engine, relay) through ``quayside demo --core-only``.
 """
 
 from __future__ import annotations
@@ -121,3 +122,56 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait(TIMEOUT)
             raise AssertionError(f"{self.name} did not stop on SIGTERM\n{self.output()}") from None
+
+
+class CoreStack:
+    """``quayside demo --core-only``: the simulated IB Gateway, the gateway, the engine and the
+    relay as real processes, trading the demo's synthetic market on rings named ``prefix-*`` in
+    ``shm_dir``. ``wait_up()`` returns the run's ``stack.json`` (rings, pids, logs)."""
+
+    START_TIMEOUT = 420.0  # a first run compiles the engine's kernels on a loaded two-core machine
+
+    def __init__(self, tmp_path: Path, shm_dir: Path, prefix: str, *args: str):
+        self.run_dir, self.log_path = tmp_path / "run", tmp_path / "demo.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QUAYSIDE_")}
+        env |= {"QUAYSIDE_SHM_DIR": str(shm_dir), "PYTHONUNBUFFERED": "1"}
+        if "QUAYSIDE_CACHE_DIR" in os.environ:
+            env["QUAYSIDE_CACHE_DIR"] = os.environ["QUAYSIDE_CACHE_DIR"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # nobody listens: the relay's sink
+            s.bind(("127.0.0.1", 0))
+            sink = f"127.0.0.1:{s.getsockname()[1]}"
+        command = [QUAYSIDE, "demo", "--core-only", "--ring-prefix", prefix, "--run-dir", str(self.run_dir)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*command, "--relay-dest", sink, "--duration", "600", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=0,
+            )
+
+    def output(self) -> str:
+        logs = sorted((self.run_dir / "logs").glob("*.log")) if (self.run_dir / "logs").exists() else []
+        tails = "".join(f"\n--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-8:]) for p in logs)
+        return f"--- demo\n{self.log_path.read_text(errors='replace')[-3000:]}{tails}"
+
+    def wait_up(self) -> dict:
+        state = self.run_dir / "stack.json"
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the demo exited ({self.proc.returncode}) before it was up\n{self.output()}")
+            return state.exists() and json.loads(state.read_text())
+
+        return wait_for(up, "core stack up", self.START_TIMEOUT, explain=self.output)
+
+    def stop(self) -> None:
+        """SIGTERM (the demo stops its parts in order), then SIGKILL to whatever is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
