@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -514,7 +515,9 @@ def test_support_role_starts_a_healthy_stack_off_the_engine_cpus(ansible_tools, 
                 "quayside_support_dir": str(tmp_path / "stack"),
                 "quayside_support_compose_src": str(compose),
                 "quayside_support_cpuset": "0",
-                "quayside_support_secrets": {"dashboard_token": "not-a-secret"},
+                "quayside_support_secrets": {"quayside_tokens": "not-a-secret"},
+                "quayside_support_files": [],
+                "quayside_support_user": "nobody",  # exists here: the role creates no user on this machine
                 "quayside_support_health_timeout": 60,
             }
         )
@@ -532,7 +535,12 @@ def test_support_role_starts_a_healthy_stack_off_the_engine_cpus(ansible_tools, 
         state = json.loads(_docker("inspect", ids[0]).stdout)[0]
         assert state["State"]["Health"]["Status"] == "healthy"
         assert state["HostConfig"]["CpusetCpus"] == "0"
-        secret = tmp_path / "stack" / "secrets" / "dashboard_token"
+        env_file = (tmp_path / "stack" / ".env").read_text()
+        nobody = pwd.getpwnam("nobody")
+        assert f"QUAYSIDE_UID={nobody.pw_uid}\n" in env_file and f"QUAYSIDE_GID={nobody.pw_gid}\n" in env_file
+        for sub in ("recordings", "audit"):
+            assert (tmp_path / "stack" / "data" / sub).stat().st_uid == nobody.pw_uid
+        secret = tmp_path / "stack" / "secrets" / "quayside_tokens"
         assert secret.read_text() == "not-a-secret" and oct(secret.stat().st_mode & 0o777) == "0o444"
     finally:
         subprocess.run(
