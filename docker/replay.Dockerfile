@@ -30,7 +30,7 @@ RUN set -eu; \
     useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin quayside; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/* \
-        /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /root/.cache
+        /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
 
 FROM system AS deps
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
