@@ -108,7 +108,7 @@ def add_routes(svc: DashboardService, app: FastAPI) -> None:
         with svc.lock:
             return svc.summary()["positions"]
 
-    @app.get("/api/equity", response_model=EquityCurve, tags=["panels"])
+    @app.get("/api/equity", response_model=EquityCurve, tags=["panels"], responses=_BAD_REQUEST)
     def equity(
         max_points: int | None = Query(
             default=None, ge=2, le=1_000_000, description="thin the curve to this many points"
