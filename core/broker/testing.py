@@ -43,9 +43,56 @@ __all__ = [
     "toml_text",
     "wait_for",
     "QUAYSIDE",
+    "ENGINE_STARTUP_TIMEOUT",
+    "TRADING_ENGINE",
+    "TEST_CAPACITIES",
+    "gateway_test_config",
 ]
 
 QUAYSIDE = str(Path(sys.executable).with_name("quayside"))
+
+ENGINE_STARTUP_TIMEOUT = 420.0  # the engine's first kernel compile on a loaded 2-core machine
+TEST_CAPACITIES = {
+    "inbound_capacity": 1 << 14,
+    "outbound_capacity": 256,
+    "control_capacity": 64,
+    "feed_capacity": 1 << 20,
+}
+#: An engine that trades on almost every EURUSD quote (crossover with tiny spans), within limits
+#: that let a test see fills, positions and denials quickly.
+TRADING_ENGINE = {
+    "heartbeat_ms": 500.0,
+    "lock_memory": False,
+    "strategy": {
+        "name": "crossover",
+        "instruments": ["EURUSD"],
+        "params": {"fast_span": 2, "slow_span": 4, "threshold_bps": 0.0, "order_qty": 10_000.0},
+    },
+    "risk": {
+        "duplicate_window_ms": 0.0,
+        "defaults": {
+            "max_order_qty": 20_000.0,
+            "max_long_position": 10_000.0,
+            "max_short_position": 10_000.0,
+            "stale_quote_ms": 60_000.0,
+        },
+    },
+}
+
+
+def gateway_test_config(port: int, client_id: int, rings: dict[str, str], state_file: Path) -> dict:
+    """A gateway on the simulator at ``port``, on the engine's ``rings`` (the TEST_CAPACITIES),
+    reconciling and reconnecting quickly, with patience for a loaded machine."""
+    return {
+        "port": port,
+        "client_id": client_id,
+        "instruments": ["EURUSD"],
+        "state_file": str(state_file),
+        "reconcile_interval_s": 0.25,
+        "reconnect_initial_s": 0.2,
+        "max_order_age_ms": 30_000.0,  # a loaded machine may be slow; no order is too old here
+        "rings": {k: v for k, v in {**rings, **TEST_CAPACITIES}.items() if "control" not in k},
+    }
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0, poll: float = 0.005):

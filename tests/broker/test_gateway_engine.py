@@ -20,30 +20,20 @@ import pytest
 
 from quayside.core.broker.sim.background import BackgroundGateway
 from quayside.core.broker.sim.config import DataConfig, SimGatewayConfig
-from quayside.core.broker.testing import QUAYSIDE, FeedTail, Process, toml_text, wait_for
+from quayside.core.broker.testing import (
+    ENGINE_STARTUP_TIMEOUT,
+    QUAYSIDE,
+    TEST_CAPACITIES,
+    TRADING_ENGINE,
+    FeedTail,
+    Process,
+    gateway_test_config,
+    toml_text,
+    wait_for,
+)
 from quayside.core.wire import ControlCommand, DenyReason, Flag, LogCode, OrderStatus, PositionOrigin, RecordKind
 
 EURUSD = 1
-STARTUP_TIMEOUT = 420.0  # the engine's first kernel compile on a loaded 2-core machine
-CAPACITIES = {"inbound_capacity": 1 << 14, "outbound_capacity": 256, "control_capacity": 64, "feed_capacity": 1 << 20}
-ENGINE = {
-    "heartbeat_ms": 500.0,
-    "lock_memory": False,
-    "strategy": {
-        "name": "crossover",
-        "instruments": ["EURUSD"],
-        "params": {"fast_span": 2, "slow_span": 4, "threshold_bps": 0.0, "order_qty": 10_000.0},
-    },
-    "risk": {
-        "duplicate_window_ms": 0.0,
-        "defaults": {
-            "max_order_qty": 20_000.0,
-            "max_long_position": 10_000.0,
-            "max_short_position": 10_000.0,
-            "stale_quote_ms": 60_000.0,
-        },
-    },
-}
 
 
 class Stack:
@@ -55,22 +45,9 @@ class Stack:
         self.rings = rings
         self.state = tmp_path / "gateway-state.jsonl"
         engine_toml = tmp_path / "engine.toml"
-        engine_toml.write_text(toml_text({**ENGINE, "rings": {**rings, **CAPACITIES}}))
+        engine_toml.write_text(toml_text({**TRADING_ENGINE, "rings": {**rings, **TEST_CAPACITIES}}))
         gateway_toml = tmp_path / "gateway.toml"
-        gateway_toml.write_text(
-            toml_text(
-                {
-                    "port": self.sim.port,
-                    "client_id": 21,
-                    "instruments": ["EURUSD"],
-                    "state_file": str(self.state),
-                    "reconcile_interval_s": 0.25,
-                    "reconnect_initial_s": 0.2,
-                    "max_order_age_ms": 30_000.0,  # a loaded machine may be slow; no order is too old here
-                    "rings": {k: v for k, v in {**rings, **CAPACITIES}.items() if "control" not in k},
-                }
-            )
-        )
+        gateway_toml.write_text(toml_text(gateway_test_config(self.sim.port, 21, rings, self.state)))
         self.engine = Process(["engine", "run", "--config", str(engine_toml)], tmp_path / "engine.log")
         self.gateway: Process | None = None
         self.feed: FeedTail | None = None
@@ -78,12 +55,12 @@ class Stack:
 
     def start(self) -> None:
         feed = Path(self.rings["feed"])
-        wait_for(lambda: self._alive() and feed.exists(), "the engine's feed ring", STARTUP_TIMEOUT, 0.05)
+        wait_for(lambda: self._alive() and feed.exists(), "the engine's feed ring", ENGINE_STARTUP_TIMEOUT, 0.05)
         self.feed = FeedTail(feed)
         wait_for(
             lambda: self._alive() and len(self.logs(LogCode.ENGINE_STARTED)),
             "the engine to start",
-            STARTUP_TIMEOUT,
+            ENGINE_STARTUP_TIMEOUT,
             0.05,
         )
         self.gateway = Process(*self._gateway_args)

@@ -18,30 +18,19 @@ from pathlib import Path
 
 from quayside.core.broker.sim.background import BackgroundGateway
 from quayside.core.broker.sim.config import DataConfig, SimGatewayConfig
-from quayside.core.broker.testing import FeedTail, Process, toml_text, wait_for
+from quayside.core.broker.testing import (
+    ENGINE_STARTUP_TIMEOUT,
+    TEST_CAPACITIES,
+    TRADING_ENGINE,
+    FeedTail,
+    Process,
+    gateway_test_config,
+    toml_text,
+    wait_for,
+)
 from quayside.core.wire import LogCode, RecordKind
 
-STARTUP_TIMEOUT = 420.0  # the engine's first kernel compile on a loaded 2-core machine
 RINGS = ("inbound", "outbound", "control", "feed")
-CAPACITIES = {"inbound_capacity": 1 << 14, "outbound_capacity": 256, "control_capacity": 64, "feed_capacity": 1 << 20}
-ENGINE = {
-    "heartbeat_ms": 500.0,
-    "lock_memory": False,
-    "strategy": {
-        "name": "crossover",
-        "instruments": ["EURUSD"],
-        "params": {"fast_span": 2, "slow_span": 4, "threshold_bps": 0.0, "order_qty": 10_000.0},
-    },
-    "risk": {
-        "duplicate_window_ms": 0.0,
-        "defaults": {
-            "max_order_qty": 20_000.0,
-            "max_long_position": 10_000.0,
-            "max_short_position": 10_000.0,
-            "stale_quote_ms": 60_000.0,
-        },
-    },
-}
 
 
 def group_shm_dir(name: str, gid: int) -> Path:
@@ -78,31 +67,20 @@ class HostCore:
     def start(self) -> HostCore:
         self.sim = BackgroundGateway(SimGatewayConfig(port=0, admin_port=None, data=DataConfig(speed=20.0))).start()
         engine_toml = self.work / "engine.toml"
-        engine_toml.write_text(toml_text({**ENGINE, "rings": {**self.rings, **CAPACITIES}}))
+        engine_toml.write_text(toml_text({**TRADING_ENGINE, "rings": {**self.rings, **TEST_CAPACITIES}}))
         with group_writable():
             self.engine = Process(["engine", "run", "--config", str(engine_toml)], self.work / "engine.log")
         return self
 
     def wait_trading(self) -> None:
         feed = Path(self.rings["feed"])
-        wait_for(lambda: self._alive() and feed.exists(), "the engine's feed ring", STARTUP_TIMEOUT, 0.05)
+        wait_for(lambda: self._alive() and feed.exists(), "the engine's feed ring", ENGINE_STARTUP_TIMEOUT, 0.05)
         self.feed = FeedTail(feed)
         started = lambda: self._alive() and len(self.logs(LogCode.ENGINE_STARTED))  # noqa: E731
-        wait_for(started, "the engine to start", STARTUP_TIMEOUT, 0.05)
+        wait_for(started, "the engine to start", ENGINE_STARTUP_TIMEOUT, 0.05)
         gateway_toml = self.work / "gateway.toml"
         gateway_toml.write_text(
-            toml_text(
-                {
-                    "port": self.sim.port,
-                    "client_id": 23,
-                    "instruments": ["EURUSD"],
-                    "state_file": str(self.work / "gateway-state.jsonl"),
-                    "reconcile_interval_s": 0.25,
-                    "reconnect_initial_s": 0.2,
-                    "max_order_age_ms": 30_000.0,  # a loaded machine may be slow
-                    "rings": {k: v for k, v in {**self.rings, **CAPACITIES}.items() if "control" not in k},
-                }
-            )
+            toml_text(gateway_test_config(self.sim.port, 23, self.rings, self.work / "gateway-state.jsonl"))
         )
         with group_writable():
             self.gateway = Process(["gateway", "run", "--config", str(gateway_toml)], self.work / "gateway.log")
