@@ -5,14 +5,15 @@ working orders, and the audit log has both attempts.
 Chromium (Debian's, driven by Playwright) loads the dashboard, which reads the engine's real
 feed ring and writes its real control ring. The test plays the gateway and the broker
 (``tests/engine/_engine_harness.py``) for an engine running the market maker, which keeps a bid
-and an offer working. A screenshot of the page after the halt is saved under the test's
-temporary folder (its path is printed).
+and an offer working. A screenshot of the page after the halt is kept as a test artifact
+in ``build/test-artifacts/`` (or ``$QUAYSIDE_TEST_ARTIFACTS``; its path is printed).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from _dashboard import TOKEN, Dashboard
@@ -117,8 +118,13 @@ def test_kill_switch_from_the_page_halts_a_live_engine_and_cancels_its_orders(sh
             assert [(e["result"], e["operator"]) for e in audit] == [("refused", None), ("sent", "alice")]
             assert audit[1]["command_id"] == int(ctl["command_id"]) and audit[1]["address"] == "127.0.0.1"
 
-            shot = tmp_path / "dashboard-halted.png"
+            artifacts = Path(
+                os.environ.get("QUAYSIDE_TEST_ARTIFACTS") or Path(__file__).parents[2] / "build" / "test-artifacts"
+            )
+            artifacts.mkdir(parents=True, exist_ok=True)
+            shot = artifacts / "dashboard-halted.png"
             page.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             print(f"screenshot: {shot}")
             assert not errors, errors
             browser.close()

@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 // What tests and the benchmark read: when each fill reached the page (ms since the epoch).
 window.quayside = { fillsShown: [], summaries: 0, rows: 0 };
 
-const state = { newest: 0, rows: [], instruments: [], lastCharts: 0, lastEquity: 0, drawn: {} };
+const state = { newest: 0, rows: [], instruments: [], lastCharts: -Infinity, lastEquity: -Infinity, drawn: {} };  // charts at once on load
 const CHART_EVERY_MS = 5000;  // plotly redraws block the page for tens of ms: fills come first
 
 // Rebuild a panel only when its data changed (a fill must never wait behind a redraw).
