@@ -76,22 +76,29 @@ def apply_risk(a, risk: RiskConfig, registry: InstrumentRegistry, traded: list[s
     unknown = [s for s in [*risk.instruments, *(risk.allow or [])] if s not in registry]
     if unknown:
         raise ValueError(f"risk configuration names instruments not in the registry: {', '.join(sorted(unknown))}")
-    a.limits[:] = np.nan
-    _write_row(a.limits[0], risk.defaults)
-    row0 = a.limits[0]
-    row0[LimitId.MAX_MESSAGES_PER_WINDOW] = risk.max_messages_per_window
-    row0[LimitId.MESSAGE_WINDOW_NS] = risk.message_window_ms * _MS
-    row0[LimitId.DUPLICATE_WINDOW_NS] = risk.duplicate_window_ms * _MS
-    row0[LimitId.FILL_LATCH_COUNT] = risk.fill_latch_count
-    row0[LimitId.FILL_LATCH_WINDOW_NS] = risk.fill_latch_window_ms * _MS
-    for symbol, lim in risk.instruments.items():
-        _write_row(a.limits[registry.by_symbol(symbol).id], lim)
+    write_limit_table(a.limits, risk, registry)
     allowed = traded if risk.allow is None else risk.allow
     a.static["allowed"] = 0
     for symbol in allowed:
         a.static[registry.by_symbol(symbol).id]["allowed"] = 1
     a.engine[0]["collar_ref_last"] = int(risk.collar_reference == "last")
     a.engine[0]["trading_state"] = getattr(TradingState, risk.initial_state)
+
+
+def write_limit_table(table: np.ndarray, risk: RiskConfig, registry: InstrumentRegistry) -> None:
+    """The limit table as the engine holds it (instrument id x LimitId, engine units): row 0 the
+    defaults and the account-wide limits, an instrument's row its overrides, NaN = inherit row 0.
+    The risk monitor and the dashboard build theirs with this too."""
+    table[:] = np.nan
+    _write_row(table[0], risk.defaults)
+    row0 = table[0]
+    row0[LimitId.MAX_MESSAGES_PER_WINDOW] = risk.max_messages_per_window
+    row0[LimitId.MESSAGE_WINDOW_NS] = risk.message_window_ms * _MS
+    row0[LimitId.DUPLICATE_WINDOW_NS] = risk.duplicate_window_ms * _MS
+    row0[LimitId.FILL_LATCH_COUNT] = risk.fill_latch_count
+    row0[LimitId.FILL_LATCH_WINDOW_NS] = risk.fill_latch_window_ms * _MS
+    for symbol, lim in risk.instruments.items():
+        _write_row(table[registry.by_symbol(symbol).id], lim)
 
 
 def _write_row(row: np.ndarray, lim: InstrumentLimits) -> None:

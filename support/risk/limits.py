@@ -5,8 +5,8 @@ configuration file* (``risk.engine_config``): the file the engine validated and 
 the single source of truth, so the two cannot drift apart. Where that file is not at hand (a
 monitor on another host reading the UDP feed), the same table can be given inline in the
 monitor's settings (``[risk.limits]``, the engine's schema). Either way it is validated by
-:class:`EngineRiskLimits`, a copy of the engine's ``RiskConfig`` schema (support images do not
-import the engine's packages); a test checks that both schemas give the same limit table.
+:class:`EngineRiskLimits`, which is the engine's own ``RiskConfig`` (its module imports no
+numba), and the table is written by the engine's own ``write_limit_table``.
 
 **Changes at run time.** Every SET_LIMIT the engine applies appears on the feed as a
 LIMIT_CHANGED log record (instrument in the header, ``i0`` = LimitId, ``a1`` = new value), which
@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from quayside.core.instruments import InstrumentRegistry
+from quayside.core.risk.config import InstrumentLimits, RiskConfig, write_limit_table
 from quayside.core.wire import LimitId, enum_name
 
 __all__ = [
@@ -42,57 +42,13 @@ __all__ = [
 ]
 
 N_LIMITS = max(LimitId) + 1
-_MS = 1_000_000
 #: limits that are the length of a window, not a capacity to use up
 WINDOW_LIMITS = frozenset({LimitId.MESSAGE_WINDOW_NS, LimitId.FILL_LATCH_WINDOW_NS, LimitId.DUPLICATE_WINDOW_NS})
 
 
-class InstrumentLimits(BaseModel):
-    """Per-instrument limits (the engine's schema: unset fields inherit ``defaults``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_order_qty: float | None = Field(default=None, gt=0)
-    max_order_notional: float | None = Field(default=None, gt=0)
-    price_collar_pct: float | None = Field(default=None, gt=0)
-    price_collar_ticks: float | None = Field(default=None, gt=0)
-    max_long_position: float | None = Field(default=None, ge=0)
-    max_short_position: float | None = Field(default=None, ge=0)
-    stale_quote_ms: float | None = Field(default=None, gt=0)
-
-
-_DEFAULT_LIMITS = InstrumentLimits(
-    max_order_qty=100.0,
-    max_order_notional=1_000_000.0,
-    price_collar_pct=5.0,
-    price_collar_ticks=math.inf,
-    max_long_position=500.0,
-    max_short_position=500.0,
-    stale_quote_ms=5_000.0,
-)
-
-
-class EngineRiskLimits(BaseModel):
-    """The engine's ``[risk]`` table (same fields, defaults and bounds as the engine's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    defaults: InstrumentLimits = _DEFAULT_LIMITS
-    instruments: dict[str, InstrumentLimits] = Field(default_factory=dict)
-    allow: list[str] | None = None
-    collar_reference: Literal["mid", "last"] = "mid"
-    max_messages_per_window: int = Field(default=45, ge=1, le=512)
-    message_window_ms: float = Field(default=1_000.0, gt=0)
-    duplicate_window_ms: float = Field(default=20.0, ge=0)
-    fill_latch_count: int = Field(default=100, ge=1, le=512)
-    fill_latch_window_ms: float = Field(default=1_000.0, gt=0)
-    initial_state: Literal["ACTIVE", "REDUCING", "HALTED"] = "ACTIVE"
-
-    @field_validator("defaults")
-    @classmethod
-    def _complete(cls, v: InstrumentLimits) -> InstrumentLimits:
-        merged = _DEFAULT_LIMITS.model_dump() | {k: x for k, x in v.model_dump().items() if x is not None}
-        return InstrumentLimits(**merged)
+# The engine's own schema: core/risk/config.py imports no numba, so the support side reads the
+# engine's [risk] table with exactly the engine's fields, defaults and bounds.
+EngineRiskLimits = RiskConfig
 
 
 def load_engine_limits(path: str | Path) -> EngineRiskLimits:
@@ -121,16 +77,8 @@ class LimitTable:
             raise ValueError(f"risk limits name instruments not in the registry: {', '.join(sorted(unknown))}")
         size = max((i.id for i in registry), default=0) + 1
         self.config = limits
-        self.table = np.full((size, N_LIMITS), np.nan)
-        _write_row(self.table[0], limits.defaults)
-        row0 = self.table[0]
-        row0[LimitId.MAX_MESSAGES_PER_WINDOW] = limits.max_messages_per_window
-        row0[LimitId.MESSAGE_WINDOW_NS] = limits.message_window_ms * _MS
-        row0[LimitId.DUPLICATE_WINDOW_NS] = limits.duplicate_window_ms * _MS
-        row0[LimitId.FILL_LATCH_COUNT] = limits.fill_latch_count
-        row0[LimitId.FILL_LATCH_WINDOW_NS] = limits.fill_latch_window_ms * _MS
-        for symbol, lim in limits.instruments.items():
-            _write_row(self.table[registry.by_symbol(symbol).id], lim)
+        self.table = np.empty((size, N_LIMITS))
+        write_limit_table(self.table, limits, registry)
         self.changes = 0
 
     def value(self, iid: int, limit_id: int) -> float:
@@ -150,21 +98,6 @@ class LimitTable:
     @staticmethod
     def name(limit_id: int) -> str:
         return enum_name(LimitId, limit_id)
-
-
-def _write_row(row: np.ndarray, lim: InstrumentLimits) -> None:
-    for field, limit_id, scale in [
-        ("max_order_qty", LimitId.MAX_ORDER_QTY, 1.0),
-        ("max_order_notional", LimitId.MAX_ORDER_NOTIONAL, 1.0),
-        ("price_collar_pct", LimitId.PRICE_COLLAR_PCT, 1.0),
-        ("price_collar_ticks", LimitId.PRICE_COLLAR_TICKS, 1.0),
-        ("max_long_position", LimitId.MAX_LONG_POSITION, 1.0),
-        ("max_short_position", LimitId.MAX_SHORT_POSITION, 1.0),
-        ("stale_quote_ms", LimitId.STALE_QUOTE_NS, _MS),
-    ]:
-        value = getattr(lim, field)
-        if value is not None:
-            row[limit_id] = value * scale
 
 
 def ratio(used, limit) -> float | None:
