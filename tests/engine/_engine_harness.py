@@ -7,7 +7,6 @@ output. Nothing here asserts on wall-clock performance.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from quayside.core import wire
+from quayside.core.broker.testing import toml_text
 from quayside.core.feed.ring import CommandReader, CommandWriter, FeedReader, RingResult
 from quayside.core.feed.segment import W_CONSUMER_POSITION
 
@@ -29,29 +29,6 @@ CAPACITIES = {"inbound_capacity": 1024, "outbound_capacity": 256, "control_capac
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {v!r}")
-
-
-def toml_text(data: dict, table: str = "") -> str:
-    """A nested dict as TOML (dicts become tables)."""
-    lines = [f"[{table}]"] if table else []
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    text = "\n".join(lines) + "\n"
-    for k, v in data.items():
-        if isinstance(v, dict):
-            text += "\n" + toml_text(v, f"{table}.{k}" if table else k)
-    return text
 
 
 def ring_paths(folder: Path) -> dict[str, str]:
